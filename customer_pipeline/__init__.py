@@ -1,0 +1,42 @@
+"""customer-pipeline: fetch reqres-style customers concurrently, score, enrich, export JSON."""
+
+from ._version import __version__
+from .client import ApiStats, Page, ReqresClient
+from .errors import (
+    ApiError,
+    ApiUnreachableError,
+    AuthError,
+    BadRequestError,
+    ConfigError,
+    InvalidBodyError,
+    OutputError,
+    PageFetchError,
+    PageNotFoundError,
+    PipelineError,
+    RateLimitedError,
+    ResponseTooLargeError,
+    RetryableError,
+)
+from .settings import Settings, load_settings
+
+__all__ = [
+    "ApiError",
+    "ApiStats",
+    "ApiUnreachableError",
+    "AuthError",
+    "BadRequestError",
+    "ConfigError",
+    "InvalidBodyError",
+    "OutputError",
+    "Page",
+    "PageFetchError",
+    "PageNotFoundError",
+    "PipelineError",
+    "RateLimitedError",
+    "ReqresClient",
+    "ResponseTooLargeError",
+    "RetryableError",
+    "Settings",
+    "__version__",
+    "load_settings",
+]

@@ -1,0 +1,510 @@
+"""The concurrent, polite reqres client: paging, limits, retries, Retry-After.
+
+Policy lives here; I/O is httpx's, over the aiohttp transport by default (httpx's own pool is
+several times slower at high concurrency, encode/httpx#3215). An ``httpx.AsyncClient`` can be
+injected, so tests use respx or a MockTransport without patching anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+import anyio
+import backoff
+import httpx
+import orjson
+from aiolimiter import AsyncLimiter
+
+from ._version import __version__
+from .errors import (
+    ApiError,
+    ApiUnreachableError,
+    AuthError,
+    BadRequestError,
+    InvalidBodyError,
+    PageFetchError,
+    PageNotFoundError,
+    RateLimitedError,
+    ResponseTooLargeError,
+    RetryableError,
+)
+from .settings import Settings
+
+log = logging.getLogger("customer_pipeline.client")
+
+USERS_PATH = "/api/users"
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# Transient failures below the HTTP layer. aiohttp errors are mapped to httpx's by the
+# transport, but not all of them, so they are listed too.
+TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
+    httpx.TransportError,
+    aiohttp.ClientError,
+    TimeoutError,
+)
+RETRYABLE: tuple[type[Exception], ...] = (RetryableError, *TRANSPORT_ERRORS)
+
+
+@dataclass(slots=True)
+class Page:
+    """One listing page as the API sent it: its number and its raw records."""
+
+    number: int
+    records: list[Any]
+    total_pages: int | None
+    size: int = 0
+
+
+@dataclass
+class ApiStats:
+    """What talking to the API cost in one run."""
+
+    requests: int = 0
+    successes: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    retries: int = 0
+    rate_limited: int = 0
+    limiter_wait_s: float = 0.0
+    retry_after_wait_s: float = 0.0
+    bytes_received: int = 0
+    pages_fetched: int = 0
+    max_in_flight: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return {
+            "requests": self.requests,
+            "successes": self.successes,
+            "failures_by_status": dict(sorted(self.failures.items())),
+            "retries": self.retries,
+            "rate_limited_429": self.rate_limited,
+            "rate_limit_wait_s": round(self.limiter_wait_s, 3),
+            "retry_after_wait_s": round(self.retry_after_wait_s, 3),
+            "bytes_received": self.bytes_received,
+            "pages_fetched": self.pages_fetched,
+            "max_in_flight": self.max_in_flight,
+        }
+
+
+def make_http_client(settings: Settings) -> httpx.AsyncClient:
+    """The httpx client for a run: pool sized to ``concurrency``, no redirects followed."""
+    limits = httpx.Limits(
+        max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
+    )
+    transport: httpx.AsyncBaseTransport
+    if settings.transport == "aiohttp":
+        from httpx_aiohttp import AiohttpTransport
+
+        transport = AiohttpTransport(limits=limits, verify=settings.verify_tls)
+    else:
+        transport = httpx.AsyncHTTPTransport(limits=limits, verify=settings.verify_tls)
+    return httpx.AsyncClient(
+        transport=transport,
+        timeout=httpx.Timeout(settings.timeout),
+        # A redirect must never carry x-api-key to another origin; we follow none.
+        follow_redirects=False,
+        headers={"user-agent": f"customer-pipeline/{__version__}", "accept": "application/json"},
+    )
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), or None."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def _as_count(value: Any) -> int | None:
+    """A non-negative integer from an envelope field, or None if it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def parse_envelope(body: bytes, *, url: str, per_page: int) -> tuple[list[Any], int | None]:
+    """Records and total_pages from a listing body; InvalidBodyError if it is not one."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidBodyError(
+            f"response from {url} is not JSON (truncated?)", url=url, status=200
+        ) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+        raise InvalidBodyError(
+            f"response from {url} is not a reqres listing (no 'data' list)", url=url, status=200
+        )
+    total_pages = _as_count(doc.get("total_pages"))
+    if total_pages is None:
+        total = _as_count(doc.get("total"))
+        size = _as_count(doc.get("per_page")) or per_page
+        if total is not None and size:
+            total_pages = -(-total // size)
+    return doc["data"], total_pages
+
+
+class _PagePlan:
+    """Which page to fetch next; total_pages may grow (or be unknown) while paging."""
+
+    def __init__(self, total: int | None, skip: Collection[int], max_pages: int) -> None:
+        self.max_pages = max_pages
+        self.total = total
+        self.skip = skip
+        self._next = 2
+        self.capped = False
+        if total is not None:
+            self.observe_total(total)
+
+    def _limit(self) -> int:
+        return self.max_pages if self.total is None else self.total
+
+    def claim(self) -> int | None:
+        while self._next <= self._limit():
+            number = self._next
+            self._next += 1
+            if number not in self.skip:
+                return number
+        return None
+
+    def remaining(self) -> int:
+        return max(0, self._limit() - self._next + 1)
+
+    def observe_total(self, total: int) -> None:
+        if total > self.max_pages:
+            if not self.capped:
+                log.warning(
+                    "API reports %d pages; fetching only max_pages=%d", total, self.max_pages
+                )
+            self.capped = True
+            total = self.max_pages
+        if self.total is None or total > self.total:
+            self.total = total
+
+    def observe(self, page: Page) -> None:
+        if page.total_pages is not None:
+            self.observe_total(page.total_pages)
+        elif not page.records and (self.total is None or page.number <= self.total):
+            # Unknown length: the first empty page marks the end.
+            self.total = page.number - 1
+
+
+class ReqresClient:
+    """Async client for a reqres-style listing: ``async with ReqresClient(settings) as c``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        http: httpx.AsyncClient | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.stats = ApiStats()
+        self.failed_pages: dict[int, PageFetchError] = {}
+        self.total_pages: int | None = None
+        self._http = http
+        self._owns_http = http is None
+        self._sleep = sleep
+        self._clock = clock
+        self._semaphore = asyncio.Semaphore(settings.concurrency)
+        self._limiter = (
+            AsyncLimiter(1, 1 / settings.rate_limit) if settings.rate_limit > 0 else None
+        )
+        self._paused_until = 0.0
+        self._in_flight = 0
+        self._url = settings.base_url + USERS_PATH
+
+    def __repr__(self) -> str:
+        s = self.settings
+        return (
+            f"ReqresClient(base_url={s.base_url!r}, concurrency={s.concurrency}, "
+            f"rate_limit={s.rate_limit}, transport={s.transport!r})"
+        )
+
+    async def __aenter__(self) -> Self:
+        if self._http is None:
+            self._http = make_http_client(self.settings)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._owns_http and self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    def page_url(self, number: int) -> str:
+        """The URL of one listing page, as shown in messages."""
+        return f"{self._url}?page={number}&per_page={self.settings.per_page}"
+
+    # -- one page, with retries ------------------------------------------------------------
+
+    async def fetch_page(self, number: int) -> Page:
+        """Fetch one page, retrying transient failures; PageFetchError once retries run out.
+
+        AuthError, BadRequestError, PageNotFoundError and other non-retryable ApiErrors are
+        raised as they are, at once.
+        """
+        s = self.settings
+        page: Page | None = None
+        try:
+            async for attempt in backoff.aretry_context(
+                RETRYABLE,
+                backoff.expo,
+                max_tries=s.max_retries + 1,
+                jitter=backoff.full_jitter,
+                on_backoff=lambda details: self._on_backoff(number, details),
+                logger=None,
+                factor=s.backoff_base,
+                max_value=s.backoff_max,
+            ):
+                with attempt:
+                    page = await self._attempt(number)
+        except RETRYABLE as exc:
+            cause = _describe(exc)
+            message = (
+                f"page {number} failed after {s.max_retries + 1} attempts: {cause} "
+                f"({self.page_url(number)})"
+            )
+            error_type = ApiUnreachableError if number == 1 else PageFetchError
+            raise error_type(message, page=number, url=self.page_url(number), cause=cause) from exc
+        assert page is not None
+        self.stats.pages_fetched += 1
+        return page
+
+    def _on_backoff(self, number: int, details: Any) -> None:
+        self.stats.retries += 1
+        exc = details.get("exception")
+        wait = float(details.get("wait", 0.0))
+        if isinstance(exc, RateLimitedError):
+            # Every worker waits, not just the one that was told.
+            pause = exc.retry_after if exc.retry_after is not None else wait
+            pause = min(pause, self.settings.backoff_max)
+            until = self._clock() + pause
+            if until > self._paused_until:
+                self.stats.retry_after_wait_s += until - max(self._paused_until, self._clock())
+                self._paused_until = until
+        log.info(
+            "page %d: retry %d in %.2fs after %s",
+            number,
+            int(details.get("tries", 0)),
+            wait,
+            _describe(exc),
+        )
+
+    async def _wait_if_paused(self) -> None:
+        while (delay := self._paused_until - self._clock()) > 0:
+            await self._sleep(delay)
+
+    async def _attempt(self, number: int) -> Page:
+        assert self._http is not None, "use ReqresClient as an async context manager"
+        await self._wait_if_paused()
+        s = self.settings
+        async with self._semaphore:
+            if self._limiter is not None:
+                started = time.monotonic()
+                await self._limiter.acquire()
+                self.stats.limiter_wait_s += time.monotonic() - started
+            # A 429 seen by another worker while this one queued still applies.
+            await self._wait_if_paused()
+            self._in_flight += 1
+            self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
+            self.stats.requests += 1
+            try:
+                request = self._http.build_request(
+                    "GET",
+                    self._url,
+                    params={"page": number, "per_page": s.per_page},
+                    headers={"x-api-key": s.api_key.get_secret_value()},
+                )
+                response = await self._http.send(request, stream=True)
+                try:
+                    status = response.status_code
+                    body = await self._read_body(response, number) if status == 200 else b""
+                finally:
+                    await response.aclose()
+            except TRANSPORT_ERRORS as exc:
+                self.stats.failures[type(exc).__name__] += 1
+                raise
+            finally:
+                self._in_flight -= 1
+        return self._page_from_response(number, status, response.headers, body)
+
+    async def _read_body(self, response: httpx.Response, number: int) -> bytes:
+        limit = self.settings.max_response_bytes
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            self._too_large(number, int(declared))
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                self._too_large(number, size)
+            chunks.append(chunk)
+        self.stats.bytes_received += size
+        return b"".join(chunks)
+
+    def _too_large(self, number: int, size: int) -> None:
+        self.stats.failures["too_large"] += 1
+        raise ResponseTooLargeError(
+            f"page {number}: response of {size} bytes or more exceeds max_response_bytes="
+            f"{self.settings.max_response_bytes} ({self.page_url(number)})",
+            url=self.page_url(number),
+            status=200,
+        )
+
+    def _page_from_response(
+        self, number: int, status: int, headers: httpx.Headers, body: bytes
+    ) -> Page:
+        url = self.page_url(number)
+        if status == 200:
+            try:
+                records, total_pages = parse_envelope(
+                    body, url=url, per_page=self.settings.per_page
+                )
+            except InvalidBodyError:
+                self.stats.failures["invalid_body"] += 1
+                raise
+            self.stats.successes += 1
+            return Page(number, records, total_pages, len(body))
+        self.stats.failures[str(status)] += 1
+        if status == 429:
+            self.stats.rate_limited += 1
+            retry_after = parse_retry_after(headers.get("retry-after"))
+            raise RateLimitedError(
+                f"429 Too Many Requests from {url}", url=url, retry_after=retry_after
+            )
+        if status in RETRY_STATUSES:
+            raise RetryableError(f"HTTP {status} from {url}", url=url, status=status)
+        if status in (401, 403):
+            raise AuthError(
+                f"API key missing or invalid (HTTP {status} from {url}): "
+                "set CUSTOMER_PIPELINE_API_KEY or pass --api-key",
+                url=url,
+                status=status,
+            )
+        if status == 400:
+            raise BadRequestError(
+                f"HTTP 400 Bad Request from {url}: check --per-page and --base-url",
+                url=url,
+                status=status,
+            )
+        if status == 404:
+            raise PageNotFoundError(
+                f"HTTP 404 for listing page {number} at {url}: "
+                "check --base-url points at a reqres-style API",
+                url=url,
+                status=status,
+            )
+        if 300 <= status < 400:
+            target = headers.get("location", "?")
+            raise ApiError(
+                f"HTTP {status} redirect from {url} to {target}: redirects are not followed "
+                "(the API key must not travel); set --base-url to the final address",
+                url=url,
+                status=status,
+            )
+        raise ApiError(f"unexpected HTTP {status} from {url}", url=url, status=status)
+
+    # -- every page ------------------------------------------------------------------------
+
+    async def iter_pages(self, *, skip: Collection[int] = ()) -> AsyncIterator[Page]:
+        """Yield page 1, then pages 2..total_pages as they arrive (concurrently).
+
+        Pages in ``skip`` are not fetched (page 1 is always fetched, to learn the total, but
+        not yielded when skipped). A page that fails after its retries is recorded in
+        ``failed_pages`` and the others go on; an error that no retry can fix (401, 400, a
+        404 on page 1) ends the iteration by raising it.
+        """
+        first = await self.fetch_page(1)
+        plan = _PagePlan(first.total_pages, skip, self.settings.max_pages)
+        if first.total_pages is None and not first.records:
+            plan.total = 1
+        self.total_pages = plan.total
+        send, receive = anyio.create_memory_object_stream[Page | BaseException](
+            max_buffer_size=self.settings.concurrency
+        )
+        workers_wanted = self.settings.concurrency
+        if plan.total is not None:
+            workers_wanted = min(workers_wanted, plan.remaining())
+        workers = [
+            asyncio.create_task(self._worker(plan, send.clone())) for _ in range(workers_wanted)
+        ]
+        send.close()
+        try:
+            if 1 not in skip:
+                yield first
+            async with receive:
+                async for item in receive:
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield item
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            self.total_pages = plan.total
+
+    async def _worker(
+        self, plan: _PagePlan, send: anyio.abc.ObjectSendStream[Page | BaseException]
+    ) -> None:
+        async with send:
+            while (number := plan.claim()) is not None:
+                try:
+                    page = await self.fetch_page(number)
+                except PageFetchError as exc:
+                    log.warning("%s", exc)
+                    self.failed_pages[number] = exc
+                    continue
+                except Exception as exc:
+                    if isinstance(exc, ApiError) and not isinstance(
+                        exc, AuthError | BadRequestError
+                    ):
+                        # Not fixable by retrying (a 404 or 501 for one page, a body too
+                        # large), but not the whole run's problem either.
+                        log.warning("page %d failed: %s", number, exc)
+                        self.failed_pages[number] = PageFetchError(
+                            str(exc), page=number, url=exc.url, cause=str(exc)
+                        )
+                        continue
+                    await send.send(exc)
+                    return
+                plan.observe(page)
+                self.total_pages = plan.total
+                await send.send(page)
+
+
+def _describe(exc: BaseException | None) -> str:
+    """A short, key-free description of a failure."""
+    if exc is None:
+        return "unknown error"
+    if isinstance(exc, ApiError):
+        return str(exc).split(" from ", 1)[0] if exc.status else str(exc)
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,87 @@
+"""Every error the library raises, under one base.
+
+    PipelineError
+    ├── ConfigError              a setting is invalid; nothing was requested
+    ├── ApiError                 the API answered in a way we cannot use (url, status)
+    │   ├── AuthError            401/403: key missing or invalid
+    │   ├── BadRequestError      400: the request itself is wrong
+    │   ├── PageNotFoundError    404 for a listing page
+    │   ├── RetryableError       a transient answer worth another try (5xx, 408, 429, bad body)
+    │   │   ├── RateLimitedError 429, with the server's Retry-After
+    │   │   └── InvalidBodyError a 200 whose body is not the reqres envelope
+    │   └── ResponseTooLargeError the body exceeds ``max_response_bytes``
+    ├── PageFetchError           a page still failed after every retry (page, cause)
+    │   └── ApiUnreachableError  page 1 failed: nothing can be fetched (url)
+    └── OutputError              an output file could not be written
+
+Messages name the URL, the page and the fix; they never contain the API key.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base of every error raised by customer_pipeline."""
+
+
+class ConfigError(PipelineError):
+    """A setting is invalid; raised before any request is made."""
+
+
+class ApiError(PipelineError):
+    """The API answered in a way we cannot use."""
+
+    def __init__(self, message: str, *, url: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+
+
+class AuthError(ApiError):
+    """401/403: the API key is missing or invalid."""
+
+
+class BadRequestError(ApiError):
+    """400: the API rejected the request itself."""
+
+
+class PageNotFoundError(ApiError):
+    """404 for a listing page: the base URL probably points at the wrong API."""
+
+
+class RetryableError(ApiError):
+    """A transient failure: another try may succeed."""
+
+
+class RateLimitedError(RetryableError):
+    """429 Too Many Requests; ``retry_after`` is the server's wait in seconds, if it sent one."""
+
+    def __init__(self, message: str, *, url: str, retry_after: float | None) -> None:
+        super().__init__(message, url=url, status=429)
+        self.retry_after = retry_after
+
+
+class InvalidBodyError(RetryableError):
+    """A 200 whose body is not JSON or not the reqres envelope (e.g. truncated)."""
+
+
+class ResponseTooLargeError(ApiError):
+    """The response body is larger than ``max_response_bytes``."""
+
+
+class PageFetchError(PipelineError):
+    """A page still failed after every retry."""
+
+    def __init__(self, message: str, *, page: int, url: str, cause: str) -> None:
+        super().__init__(message)
+        self.page = page
+        self.url = url
+        self.cause = cause
+
+
+class ApiUnreachableError(PageFetchError):
+    """The first page could not be fetched, so nothing can be."""
+
+
+class OutputError(PipelineError):
+    """An output file could not be written."""

@@ -1,0 +1,122 @@
+"""Run settings: built once at the edge (CLI or caller) and passed down.
+
+Precedence: explicit arguments (CLI flags) > ``CUSTOMER_PIPELINE_*`` environment variables >
+a ``.env`` file > the defaults below.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError
+
+ENV_PREFIX = "CUSTOMER_PIPELINE_"
+DEFAULT_BASE_URL = "https://reqres.in"
+DEFAULT_API_KEY = "reqres-free-v1"
+DEFAULT_SEED = 42
+
+Transport = Literal["aiohttp", "httpx"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class Settings(BaseSettings):
+    """Everything a run can be told; every field is also ``CUSTOMER_PIPELINE_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        validate_default=True,
+        env_ignore_empty=True,
+    )
+
+    base_url: str = Field(DEFAULT_BASE_URL, description="API root (http or https)")
+    api_key: SecretStr = Field(
+        SecretStr(DEFAULT_API_KEY), description="sent as the x-api-key header, never logged"
+    )
+    concurrency: int = Field(10, ge=1, le=1000, description="requests in flight at most")
+    rate_limit: float = Field(
+        10.0, ge=0, description="requests per second at most, retries included (0 = unlimited)"
+    )
+    max_retries: int = Field(5, ge=0, le=100, description="retries per page before it fails")
+    backoff_base: float = Field(1.0, gt=0, description="first backoff wait, seconds (doubles)")
+    backoff_max: float = Field(
+        30.0, gt=0, description="longest backoff or Retry-After wait, seconds"
+    )
+    timeout: float = Field(10.0, gt=0, description="connect/read timeout per request, seconds")
+    per_page: int = Field(6, ge=1, le=10_000, description="records requested per page")
+    max_pages: int = Field(
+        100_000, ge=1, description="refuse to page past this (guards a bogus total_pages)"
+    )
+    max_response_bytes: int = Field(
+        10_000_000, ge=1024, description="larger response bodies are refused"
+    )
+    seed: int = Field(DEFAULT_SEED, description="seed of the deterministic business fields")
+    output_dir: Path = Field(Path("output"), description="folder for the output files")
+    transport: Transport = Field(
+        "aiohttp", description="HTTP transport under the httpx API: aiohttp (fast) or httpx"
+    )
+    log_file: Path | None = Field(None, description="log file (default: <output_dir>/pipeline.log)")
+    log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    verify_tls: bool = Field(True, description="verify TLS certificates")
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        value = value.strip()
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials; use api_key")
+        return value.rstrip("/")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_backoff(self) -> Settings:
+        if self.backoff_max < self.backoff_base:
+            raise ValueError("backoff_max must be at least backoff_base")
+        return self
+
+    @property
+    def log_path(self) -> Path:
+        """Where the log file goes."""
+        return self.log_file if self.log_file is not None else self.output_dir / "pipeline.log"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from overrides (None values ignored), the environment and ``.env``.
+
+    Raises ConfigError naming each bad setting; the message never repeats the input value,
+    so a mistyped key cannot leak through it.
+    """
+    given = {name: value for name, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per bad setting, naming the flag and the environment variable."""
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        name = ".".join(str(part) for part in error["loc"]) or "settings"
+        message = error["msg"].removeprefix("Value error, ")
+        if name == "settings":
+            lines.append(f"invalid settings: {message}")
+            continue
+        flag = "--" + name.replace("_", "-")
+        lines.append(f"invalid {name} ({flag} / {ENV_PREFIX}{name.upper()}): {message}")
+    return "\n".join(lines)
