@@ -17,7 +17,9 @@ from .errors import (
     ResponseTooLargeError,
     RetryableError,
 )
+from .pipeline import RunResult, run_pipeline, stream_customers
 from .settings import Settings, load_settings
+from .stages import Progress
 
 __all__ = [
     "ApiError",
@@ -32,11 +34,15 @@ __all__ = [
     "PageFetchError",
     "PageNotFoundError",
     "PipelineError",
+    "Progress",
     "RateLimitedError",
     "ReqresClient",
     "ResponseTooLargeError",
     "RetryableError",
+    "RunResult",
     "Settings",
     "__version__",
     "load_settings",
+    "run_pipeline",
+    "stream_customers",
 ]

@@ -7,13 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
+import orjson
 
 from ._version import __version__
+from .errors import ConfigError, PipelineError
+from .logs import LOGGER_NAME, RedactingFilter
+from .models import ExportDocument
+from .pipeline import RunResult, run_pipeline
+from .settings import Settings, load_settings
 from .simulator import SimulatorConfig, serve
+from .stages import Progress
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 
@@ -144,3 +153,193 @@ def simulate(host: str, port: int, **options: Any) -> None:
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever())
+
+
+RUN_EPILOG = """\b
+Examples:
+  customer-pipeline run --simulate                 # offline, against the built-in simulator
+  customer-pipeline run                            # reqres.in with the free key, polite defaults
+  CUSTOMER_PIPELINE_API_KEY=... customer-pipeline run --concurrency 4 --rate-limit 0.5
+  customer-pipeline run --base-url http://127.0.0.1:8099 --rate-limit 0 --concurrency 50 \\
+      --output-dir /tmp/customers --no-progress
+
+\b
+Every option can also be set as CUSTOMER_PIPELINE_<NAME> or in a .env file.
+Exit codes: 0 done, 1 failed, 2 bad usage or settings, 3 finished with failed pages.
+"""
+
+
+@main.command(epilog=RUN_EPILOG)
+@click.option("--base-url", help="API root, http or https.  [default: https://reqres.in]")
+@click.option(
+    "--api-key",
+    help="x-api-key value (prefer CUSTOMER_PIPELINE_API_KEY: flags show "
+    "in the process list).  [default: reqres-free-v1]",
+)
+@click.option("--concurrency", type=int, help="Requests in flight at most.  [default: 10]")
+@click.option(
+    "--rate-limit",
+    type=float,
+    help="Requests per second at most, retries included; 0 = unlimited.  [default: 10]",
+)
+@click.option("--max-retries", type=int, help="Retries per page.  [default: 5]")
+@click.option("--backoff-base", type=float, help="First backoff wait, seconds.  [default: 1]")
+@click.option(
+    "--backoff-max", type=float, help="Longest backoff or Retry-After wait, seconds.  [default: 30]"
+)
+@click.option("--timeout", type=float, help="Connect/read timeout per request.  [default: 10]")
+@click.option("--per-page", type=int, help="Records requested per page.  [default: 6]")
+@click.option("--max-pages", type=int, help="Never page past this.  [default: 100000]")
+@click.option(
+    "--max-response-bytes", type=int, help="Refuse larger response bodies.  [default: 10000000]"
+)
+@click.option("--seed", type=int, help="Seed of the business fields.  [default: 42]")
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the output files.  [default: output]",
+)
+@click.option(
+    "--transport",
+    type=click.Choice(["aiohttp", "httpx"]),
+    help="HTTP transport under the httpx API.  [default: aiohttp]",
+)
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Log file.  [default: <output-dir>/pipeline.log]",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Log level.  [default: INFO]",
+)
+@click.option(
+    "--simulate",
+    is_flag=True,
+    help="Serve the built-in simulator on a free loopback port for this run (offline).",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar (default: on when stderr is a terminal).",
+)
+def run(simulate: bool, progress: bool | None, **options: Any) -> None:
+    """Fetch every customer, score and enrich them, and write the JSON outputs."""
+    try:
+        settings = load_settings(**options)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    show_bar = sys.stderr.isatty() if progress is None else progress
+    sys.exit(asyncio.run(_run(settings, simulate=simulate, show_bar=show_bar)))
+
+
+async def _run(settings: Settings, *, simulate: bool, show_bar: bool) -> int:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    handler = _stderr_logging(settings, console if show_bar else None)
+    try:
+        if simulate:
+            async with serve(SimulatorConfig()) as (url, _):
+                settings = settings.model_copy(update={"base_url": url})
+                console.print(f"Simulator serving on {url}", highlight=False)
+                result = await _run_with_progress(settings, console, show_bar)
+        else:
+            result = await _run_with_progress(settings, console, show_bar)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_USAGE
+    except PipelineError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_FAILED
+    finally:
+        logging.getLogger(LOGGER_NAME).removeHandler(handler)
+    _print_summary(result)
+    return result.exit_code
+
+
+async def _run_with_progress(settings: Settings, console: Any, show_bar: bool) -> RunResult:
+    if not show_bar:
+        return await run_pipeline(settings)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+    from rich.progress import Progress as Bar
+
+    columns = (
+        SpinnerColumn(),
+        TextColumn("pages"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(
+            "{task.fields[records]} records, {task.fields[retries]} retries, "
+            "{task.fields[r429]} x 429, {task.fields[failed]} failed"
+        ),
+        TimeElapsedColumn(),
+    )
+    with Bar(*columns, console=console) as bar:
+        task = bar.add_task("fetch", total=None, records=0, retries=0, r429=0, failed=0)
+
+        def update(p: Progress) -> None:
+            bar.update(
+                task,
+                completed=p.pages_done,
+                total=p.pages_total,
+                records=p.records,
+                retries=p.retries,
+                r429=p.rate_limited,
+                failed=p.failed_pages,
+            )
+
+        return await run_pipeline(settings, on_progress=update)
+
+
+def _stderr_logging(settings: Settings, console: Any | None) -> logging.Handler:
+    """Log lines on stderr: warnings only under a progress bar, else at the run's level."""
+    handler: logging.Handler
+    if console is not None:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=console, show_path=False, level=logging.WARNING)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.setLevel(settings.log_level)
+    handler.addFilter(RedactingFilter([settings.api_key.get_secret_value()]))
+    logging.getLogger(LOGGER_NAME).addHandler(handler)
+    return handler
+
+
+def _print_summary(result: RunResult) -> None:
+    r = result.report
+    bands = r["quality"]["bands"]
+    api = r["api"]
+    status = "Done" if result.complete else "INCOMPLETE"
+    lines = [
+        f"{status}: {result.customers} customers (quality high {bands['high']}, "
+        f"medium {bands['medium']}, low {bands['low']}), {result.duplicates_removed} duplicates "
+        f"removed, {result.rejected} rejected",
+        f"API: {api['requests']} requests, {api['retries']} retries, "
+        f"{api['rate_limited_429']} rate-limited; {r['timings']['total_s']:.2f}s",
+        f"Files: {result.customers_path}, {result.report_path}"
+        + (f", {result.rejected_path}" if result.rejected_path else "")
+        + f", {result.log_path}",
+    ]
+    if not result.complete:
+        lines.append(
+            f"Pages {result.failed_pages} failed after every retry; the export says "
+            "complete: false. Run again later (exit code 3)."
+        )
+    click.echo("\n".join(lines))
+
+
+@main.command(epilog="\b\nExample:\n  customer-pipeline schema > customers.schema.json")
+def schema() -> None:
+    """Print the JSON Schema of processed_customers.json."""
+    click.echo(orjson.dumps(ExportDocument.model_json_schema(), option=orjson.OPT_INDENT_2))

@@ -1,0 +1,254 @@
+"""Wires the stages into a run: ``run_pipeline`` for the export, ``stream_customers`` to embed."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+
+from ._version import __version__
+from .client import Page, ReqresClient
+from .dedup import WinnerIndex
+from .errors import PageFetchError, PipelineError
+from .logs import run_logging
+from .report import business_summary, export_metadata, quality_summary, utc_now
+from .rules import Rejected, process
+from .settings import Settings
+from .stages import (
+    Batch,
+    ProgressCallback,
+    StageCounters,
+    dedup_stage,
+    enrich_stage,
+    fetch_stage,
+    validate_stage,
+)
+from .writer import (
+    CUSTOMERS_FILE,
+    REJECTED_FILE,
+    REPORT_FILE,
+    RejectedWriter,
+    Spool,
+    write_customers,
+    write_json,
+)
+
+log = logging.getLogger("customer_pipeline.pipeline")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run produced: where the files are, the headline counts and the full report."""
+
+    complete: bool
+    failed_pages: list[int]
+    customers: int
+    duplicates_removed: int
+    rejected: int
+    customers_path: Path
+    report_path: Path
+    rejected_path: Path | None
+    log_path: Path
+    report: dict[str, Any]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every page was fetched, 3 when some failed after every retry."""
+        return 0 if self.complete else 3
+
+
+async def run_pipeline(
+    settings: Settings,
+    *,
+    http: httpx.AsyncClient | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> RunResult:
+    """Fetch, validate, score, enrich and deduplicate every customer; write the outputs.
+
+    Pages that fail after every retry do not stop the run: the result says ``complete=False``
+    and lists them. Errors no retry can fix (bad key, wrong URL) raise a PipelineError.
+    """
+    secret = settings.api_key.get_secret_value()
+    with run_logging(settings.log_path, settings.log_level, [secret]):
+        try:
+            return await _run(settings, http, on_progress)
+        except PipelineError as exc:
+            log.error("run failed: %s", exc)
+            raise
+
+
+async def _run(
+    settings: Settings, http: httpx.AsyncClient | None, on_progress: ProgressCallback | None
+) -> RunResult:
+    out = settings.output_dir
+    started_at = utc_now()
+    started = time.perf_counter()
+    log.info(
+        "run started: source=%s concurrency=%d rate_limit=%s per_page=%d seed=%d transport=%s",
+        settings.base_url,
+        settings.concurrency,
+        settings.rate_limit,
+        settings.per_page,
+        settings.seed,
+        settings.transport,
+    )
+    counters = StageCounters()
+    index = WinnerIndex()
+    rejected = RejectedWriter(out / REJECTED_FILE)
+    spool = Spool(out)
+    buffer = max(2, settings.concurrency)
+    try:
+        async with ReqresClient(settings, http=http) as client:
+            pages_tx, pages_rx = anyio.create_memory_object_stream[Page](buffer)
+            scored_tx, scored_rx = anyio.create_memory_object_stream[Batch](buffer)
+            enriched_tx, enriched_rx = anyio.create_memory_object_stream[Batch](buffer)
+            try:
+                async with anyio.create_task_group() as group:
+                    group.start_soon(fetch_stage, client, pages_tx, counters, on_progress)
+                    group.start_soon(validate_stage, pages_rx, scored_tx, rejected, counters)
+                    group.start_soon(enrich_stage, scored_rx, enriched_tx, settings.seed, counters)
+                    group.start_soon(dedup_stage, enriched_rx, index, spool, counters)
+            except BaseExceptionGroup as group_error:
+                raise _first_error(group_error) from None
+        fetched_at = time.perf_counter()
+        failed_pages = sorted(client.failed_pages)
+        complete = not failed_pages
+        code_counts = index.code_counts()
+        quality = quality_summary(code_counts)
+        metadata = export_metadata(
+            total_customers=len(index),
+            bands=quality["bands"],
+            complete=complete,
+            failed_pages=failed_pages,
+            source=settings.base_url,
+            seed=settings.seed,
+        )
+        customers_path = out / CUSTOMERS_FILE
+        write_customers(customers_path, metadata, index, spool)
+        rejected_path = rejected.commit()
+    except BaseException:
+        rejected.abort()
+        raise
+    finally:
+        spool.close()
+    write_seconds = time.perf_counter() - fetched_at
+    elapsed = time.perf_counter() - started
+    report = {
+        "run": {
+            "started_at": started_at,
+            "finished_at": utc_now(),
+            "elapsed_s": round(elapsed, 3),
+            "complete": complete,
+            "failed_pages": failed_pages,
+            "source": settings.base_url,
+            "seed": settings.seed,
+            "pipeline_version": __version__,
+            "settings": _public_settings(settings),
+        },
+        "counts": {
+            "raw_records": counters.raw_records,
+            "unique_customers": len(index),
+            "duplicates_removed": index.duplicates,
+            "rejected": counters.rejected,
+        },
+        "quality": quality,
+        "business_fields": business_summary(code_counts),
+        "api": {
+            **client.stats.as_dict(),
+            "total_pages": client.total_pages,
+            "failed_pages": failed_pages,
+        },
+        "timings": {
+            **{f"{name}_s": round(s, 3) for name, s in counters.seconds.items()},
+            "write_s": round(write_seconds, 3),
+            "total_s": round(elapsed, 3),
+            "records_per_s": round(counters.raw_records / elapsed, 1) if elapsed else 0.0,
+        },
+    }
+    report_path = out / REPORT_FILE
+    write_json(report_path, report)
+    log.info(
+        "run %s: %d customers (high %d, medium %d, low %d), %d duplicates removed, "
+        "%d rejected, %d requests, %d retries, %.2fs",
+        "complete" if complete else f"INCOMPLETE (failed pages {failed_pages})",
+        len(index),
+        quality["bands"]["high"],
+        quality["bands"]["medium"],
+        quality["bands"]["low"],
+        index.duplicates,
+        counters.rejected,
+        client.stats.requests,
+        client.stats.retries,
+        elapsed,
+    )
+    return RunResult(
+        complete=complete,
+        failed_pages=failed_pages,
+        customers=len(index),
+        duplicates_removed=index.duplicates,
+        rejected=counters.rejected,
+        customers_path=customers_path,
+        report_path=report_path,
+        rejected_path=rejected_path,
+        log_path=settings.log_path,
+        report=report,
+    )
+
+
+async def stream_customers(
+    settings: Settings, *, http: httpx.AsyncClient | None = None
+) -> AsyncIterator[dict[str, Any]]:
+    """Processed customers as they are produced, page by page, with no files written.
+
+    Not deduplicated: a customer that appears on two pages is yielded twice (keep the highest
+    ``data_quality_score``, as run_pipeline does). Rejected records are skipped and logged.
+    If some pages failed after every retry, a PageFetchError naming them is raised once
+    every other customer has been yielded, so nothing goes missing silently.
+    """
+    async with ReqresClient(settings, http=http) as client:
+        async for page in client.iter_pages():
+            for position, raw in enumerate(page.records):
+                try:
+                    customer = process(raw, settings.seed)
+                except Rejected as exc:
+                    log.warning("page %d record %d rejected: %s", page.number, position, exc)
+                    continue
+                yield customer
+        if client.failed_pages:
+            failed = sorted(client.failed_pages)
+            first = client.failed_pages[failed[0]]
+            raise PageFetchError(
+                f"{len(failed)} page(s) failed after every retry: {failed}; first: {first}",
+                page=failed[0],
+                url=first.url,
+                cause=first.cause,
+            )
+
+
+def _first_error(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The one error worth reporting from a failed task group (a PipelineError if any)."""
+    leaves: list[BaseException] = []
+
+    def walk(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                walk(inner)
+        else:
+            leaves.append(error)
+
+    walk(group)
+    for error in leaves:
+        if isinstance(error, PipelineError):
+            return error
+    return leaves[0] if leaves else group
+
+
+def _public_settings(settings: Settings) -> dict[str, Any]:
+    """The settings of the run, without the key."""
+    return settings.model_dump(mode="json", exclude={"api_key"})

@@ -1,0 +1,165 @@
+"""The async stages: fetch -> validate and score -> enrich -> dedup and spool.
+
+Each stage is a task reading one bounded memory object stream and writing the next; closing a
+send side ends the stage after it, the bounded buffers give backpressure, and an exception in
+one stage cancels the task group. Records cross stage boundaries a page at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from .client import Page, ReqresClient
+from .dedup import WinnerIndex, summary_code
+from .rules import Rejected, enrich, validate_and_score
+from .writer import RejectedWriter, Spool
+
+log = logging.getLogger("customer_pipeline.stages")
+PROGRESS_LOG_EVERY_S = 2.0
+
+
+@dataclass(slots=True)
+class Batch:
+    """The customers of one page, with their positions in it."""
+
+    page: int
+    customers: list[tuple[int, dict[str, Any]]]
+
+
+@dataclass
+class Progress:
+    """A snapshot for progress displays."""
+
+    pages_done: int
+    pages_total: int | None
+    records: int
+    retries: int
+    rate_limited: int
+    failed_pages: int
+
+
+@dataclass
+class StageCounters:
+    """What the stages saw, and the seconds each spent working (waits excluded)."""
+
+    raw_records: int = 0
+    rejected: int = 0
+    seconds: dict[str, float] = field(
+        default_factory=lambda: {"fetch": 0.0, "validate": 0.0, "enrich": 0.0, "dedup": 0.0}
+    )
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+async def fetch_stage(
+    client: ReqresClient,
+    send: ObjectSendStream[Page],
+    counters: StageCounters,
+    on_progress: ProgressCallback | None = None,
+) -> None:
+    """Pages from the client, as they arrive."""
+    started = time.perf_counter()
+    last_log = started
+    pages = 0
+    async with send:
+        async for page in client.iter_pages():
+            pages += 1
+            counters.raw_records += len(page.records)
+            now = time.perf_counter()
+            snapshot = Progress(
+                pages,
+                client.total_pages,
+                counters.raw_records,
+                client.stats.retries,
+                client.stats.rate_limited,
+                len(client.failed_pages),
+            )
+            if on_progress is not None:
+                on_progress(snapshot)
+            if now - last_log >= PROGRESS_LOG_EVERY_S:
+                last_log = now
+                log.info(
+                    "progress: %d/%s pages, %d records, %d retries, %d failed pages",
+                    pages,
+                    client.total_pages if client.total_pages is not None else "?",
+                    snapshot.records,
+                    snapshot.retries,
+                    snapshot.failed_pages,
+                )
+            await send.send(page)
+    counters.seconds["fetch"] = time.perf_counter() - started
+
+
+def score_page(page: Page, rejected: RejectedWriter) -> Batch:
+    """Validate and score one page's records; the unusable ones go to ``rejected``."""
+    customers: list[tuple[int, dict[str, Any]]] = []
+    for position, raw in enumerate(page.records):
+        try:
+            customers.append((position, validate_and_score(raw)))
+        except Rejected as exc:
+            rejected.write(page.number, position, exc.reason, raw)
+    return Batch(page.number, customers)
+
+
+async def validate_stage(
+    receive: ObjectReceiveStream[Page],
+    send: ObjectSendStream[Batch],
+    rejected: RejectedWriter,
+    counters: StageCounters,
+) -> None:
+    """Validate and score, a page at a time."""
+    async with receive, send:
+        async for page in receive:
+            started = time.perf_counter()
+            batch = score_page(page, rejected)
+            counters.seconds["validate"] += time.perf_counter() - started
+            await send.send(batch)
+    counters.rejected = rejected.count
+
+
+async def enrich_stage(
+    receive: ObjectReceiveStream[Batch],
+    send: ObjectSendStream[Batch],
+    seed: int,
+    counters: StageCounters,
+) -> None:
+    """Add the deterministic business fields."""
+    async with receive, send:
+        async for batch in receive:
+            started = time.perf_counter()
+            batch.customers = [(pos, enrich(customer, seed)) for pos, customer in batch.customers]
+            counters.seconds["enrich"] += time.perf_counter() - started
+            await send.send(batch)
+
+
+async def dedup_stage(
+    receive: ObjectReceiveStream[Batch],
+    index: WinnerIndex,
+    spool: Spool,
+    counters: StageCounters,
+) -> None:
+    """Spool every customer and keep, per id, where its best copy lies."""
+    dumps = orjson.dumps
+    async with receive:
+        async for batch in receive:
+            started = time.perf_counter()
+            page = batch.page
+            for position, customer in batch.customers:
+                offset = spool.append(dumps(customer))
+                index.offer(
+                    customer["customer_id"],
+                    customer["data_quality_score"],
+                    page,
+                    position,
+                    summary_code(customer),
+                    offset,
+                )
+            counters.seconds["dedup"] += time.perf_counter() - started

@@ -1,0 +1,205 @@
+"""The record rules of SPEC section 3, one by one, and as properties."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from customer_pipeline.models import Customer
+from customer_pipeline.rules import (
+    BUSINESS_FIELDS,
+    Rejected,
+    business_fields,
+    dedup_rank,
+    email_domain,
+    is_valid_avatar,
+    parse_id,
+    process,
+    quality_band,
+    validate_and_score,
+)
+
+GOOD = {
+    "id": 7,
+    "email": "michael.lawson@reqres.in",
+    "first_name": "Michael",
+    "last_name": "Lawson",
+    "avatar": "https://reqres.in/img/faces/7-image.jpg",
+}
+
+
+def with_(**changes: Any) -> dict[str, Any]:
+    record = dict(GOOD)
+    for key, value in changes.items():
+        if value is ...:
+            del record[key]
+        else:
+            record[key] = value
+    return record
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(1, 1), ("17", 17), (" 42 ", 42), ("007", 7), (2**63 - 1, 2**63 - 1)]
+)
+def test_usable_ids(value: Any, expected: int) -> None:
+    assert parse_id(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value", [None, True, False, 0, -3, "0", "-1", "abc", "1.5", "", "  ", 3.0, 2.5, [1], {}, "١٢",
+              2**63, "99999999999999999999"]
+)  # fmt: skip
+def test_unusable_ids_are_rejected(value: Any) -> None:
+    with pytest.raises(Rejected):
+        parse_id(value)
+
+
+def test_missing_id_and_non_objects_are_rejected_with_a_reason() -> None:
+    with pytest.raises(Rejected, match="id missing"):
+        validate_and_score(with_(id=...))
+    for raw in ([1, 2], "george", 5, None, 1.5):
+        with pytest.raises(Rejected, match="not a JSON object"):
+            validate_and_score(raw)
+
+
+@pytest.mark.parametrize(
+    ("email", "domain"),
+    [
+        ("george.bluth@reqres.in", "reqres.in"),
+        ("A.B@Example.COM", "example.com"),
+        ("x@sub.domain.co.uk", "sub.domain.co.uk"),
+        ("no-at-sign.example.com", None),
+        ("two@@example.com", None),
+        ("a@b@example.com", None),
+        ("@example.com", None),
+        ("user@localhost", None),
+        ("user@example..com", None),
+        ("user@.example.com", None),
+        ("user@example.com.", None),
+        ("us er@example.com", None),
+        ("user@exa\tmple.com", None),
+    ],
+)
+def test_email_rules(email: str, domain: str | None) -> None:
+    assert email_domain(email) == domain
+
+
+@pytest.mark.parametrize(
+    ("url", "valid"),
+    [
+        ("https://reqres.in/img/faces/1-image.jpg", True),
+        ("http://example.com", True),
+        ("http://example.com:8080/a?b#c", True),
+        ("ftp://example.com/a.png", False),
+        ("https://", False),
+        ("https:///path", False),
+        ("https://exa mple.com/x", False),
+        ("example.com/a.png", False),
+        ("javascript:alert(1)", False),
+        ("http://:80/x", False),
+    ],
+)
+def test_avatar_rules(url: str, valid: bool) -> None:
+    assert is_valid_avatar(url) is valid
+
+
+def test_a_clean_record_scores_100_with_trimmed_fields() -> None:
+    c = validate_and_score(with_(first_name="  Michael ", id="7"))
+    assert c["customer_id"] == 7
+    assert c["first_name"] == "Michael" and c["full_name"] == "Michael Lawson"
+    assert c["email_domain"] == "reqres.in"
+    assert c["data_quality_score"] == 100 and c["quality_issues"] == []
+
+
+def test_each_missing_or_invalid_field_costs_ten_and_is_listed_in_order() -> None:
+    c = validate_and_score(with_(email="bad", last_name=..., avatar="ftp://x", first_name=12))
+    assert c["quality_issues"] == [
+        "email:invalid",
+        "first_name:invalid",
+        "last_name:missing",
+        "avatar:invalid",
+    ]
+    assert c["data_quality_score"] == 60
+    assert c["email"] == "bad" and c["email_domain"] is None
+    assert c["full_name"] is None and c["first_name"] is None
+
+
+def test_blank_counts_as_missing_and_full_name_uses_the_valid_part() -> None:
+    c = validate_and_score(with_(first_name="   ", email=None))
+    assert c["quality_issues"] == ["email:missing", "first_name:missing"]
+    assert c["full_name"] == "Lawson"
+    assert c["data_quality_score"] == 80
+
+
+@pytest.mark.parametrize(
+    ("score", "band"), [(100, "high"), (90, "high"), (89, "medium"), (70, "medium"), (60, "low")]
+)
+def test_bands(score: int, band: str) -> None:
+    assert quality_band(score) == band
+
+
+def test_business_fields_are_deterministic_per_seed_and_id() -> None:
+    assert business_fields(42, 1) == business_fields(42, 1)
+    differing = sum(business_fields(42, i) != business_fields(43, i) for i in range(1, 200))
+    assert differing > 150  # another seed gives other values
+
+
+def test_processed_customer_matches_the_export_model() -> None:
+    customer = process(GOOD, seed=42)
+    assert list(customer) == list(Customer.model_fields)
+    Customer.model_validate(customer)
+
+
+def test_dedup_rank_prefers_score_then_lower_page_then_earlier_position() -> None:
+    assert dedup_rank(100, 5, 3) > dedup_rank(90, 1, 0)
+    assert dedup_rank(90, 1, 5) > dedup_rank(90, 2, 0)
+    assert dedup_rank(90, 2, 0) > dedup_rank(90, 2, 1)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+record_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.integers(-5, 10**20) | st.text(max_size=6) | json_values,
+        "email": st.emails() | st.text() | json_values,
+        "first_name": st.text() | json_values,
+        "last_name": st.text() | json_values,
+        "avatar": st.text() | st.just("https://x.io/a.png") | json_values,
+    },
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(json_values, record_like))
+def test_processing_never_raises_anything_but_rejected(raw: Any) -> None:
+    try:
+        customer = process(raw, seed=7)
+    except Rejected as exc:
+        assert exc.reason
+        return
+    Customer.model_validate(customer)
+    assert customer["data_quality_score"] == 100 - 10 * len(customer["quality_issues"])
+
+
+def test_enrichment_shares_converge_on_the_table() -> None:
+    n = 40_000
+    counts = [Counter[str]() for _ in BUSINESS_FIELDS]
+    for customer_id in range(1, n + 1):
+        for counter, value in zip(counts, business_fields(42, customer_id), strict=True):
+            counter[value] += 1
+    for (name, choices), counter in zip(BUSINESS_FIELDS, counts, strict=True):
+        previous = 0.0
+        for value, cumulative in choices:
+            share = counter[value] / n
+            assert share == pytest.approx(cumulative - previous, abs=0.01), (name, value)
+            previous = cumulative
