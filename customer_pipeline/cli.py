@@ -18,10 +18,8 @@ import orjson
 from ._version import __version__
 from .errors import ConfigError, PipelineError
 from .logs import LOGGER_NAME, RedactingFilter
-from .models import ExportDocument
 from .pipeline import RunResult, run_pipeline
 from .settings import Settings, load_settings
-from .simulator import SimulatorConfig, serve
 from .stages import Progress
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
@@ -137,6 +135,8 @@ Examples:
 )
 def simulate(host: str, port: int, **options: Any) -> None:
     """Serve a reqres-compatible API that misbehaves on purpose, reproducibly."""
+    from .simulator import SimulatorConfig, serve
+
     config = SimulatorConfig(**options)
 
     async def serve_forever() -> None:
@@ -242,6 +242,8 @@ async def _run(settings: Settings, *, simulate: bool, show_bar: bool) -> int:
     handler = _stderr_logging(settings, console if show_bar else None)
     try:
         if simulate:
+            from .simulator import SimulatorConfig, serve
+
             async with serve(SimulatorConfig()) as (url, _):
                 settings = settings.model_copy(update={"base_url": url})
                 console.print(f"Simulator serving on {url}", highlight=False)
@@ -342,4 +344,6 @@ def _print_summary(result: RunResult) -> None:
 @main.command(epilog="\b\nExample:\n  customer-pipeline schema > customers.schema.json")
 def schema() -> None:
     """Print the JSON Schema of processed_customers.json."""
+    from .models import ExportDocument
+
     click.echo(orjson.dumps(ExportDocument.model_json_schema(), option=orjson.OPT_INDENT_2))

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
+from http.cookiejar import CookieJar
 from types import TracebackType
 from typing import Any, Self
 
@@ -23,7 +24,9 @@ import backoff
 import httpx
 import orjson
 from aiolimiter import AsyncLimiter
+from anyio.streams.memory import MemoryObjectSendStream
 
+from ._streams import items, put
 from ._version import __version__
 from .errors import (
     ApiError,
@@ -42,6 +45,8 @@ from .settings import Settings
 log = logging.getLogger("customer_pipeline.client")
 
 USERS_PATH = "/api/users"
+DEFAULT_HEADERS = {"user-agent": f"customer-pipeline/{__version__}", "accept": "application/json"}
+BURST_SECONDS = 0.02
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # Transient failures below the HTTP layer. aiohttp errors are mapped to httpx's by the
 # transport, but not all of them, so they are listed too.
@@ -111,8 +116,20 @@ def make_http_client(settings: Settings) -> httpx.AsyncClient:
         timeout=httpx.Timeout(settings.timeout),
         # A redirect must never carry x-api-key to another origin; we follow none.
         follow_redirects=False,
-        headers={"user-agent": f"customer-pipeline/{__version__}", "accept": "application/json"},
+        headers=DEFAULT_HEADERS,
+        # A listing API needs no session; parsing Set-Cookie costs more than the request.
+        cookies=_NoCookies(),
     )
+
+
+class _NoCookies(CookieJar):
+    """A cookie jar that keeps nothing and sends nothing."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
+    def add_cookie_header(self, request: Any) -> None:
+        return None
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -209,6 +226,18 @@ class _PagePlan:
             self.total = page.number - 1
 
 
+def _make_limiter(rate: float) -> AsyncLimiter | None:
+    """A leaky bucket for ``rate`` requests/s with a burst of 2% of a second (at least 1).
+
+    A burst of exactly 1 loses ~10% of the rate to timer wake-up latency at 100/s; 2% of a
+    second's worth keeps any one-second window within 2% of the limit.
+    """
+    if rate <= 0:
+        return None
+    burst = max(1.0, rate * BURST_SECONDS)
+    return AsyncLimiter(burst, burst / rate)
+
+
 class ReqresClient:
     """Async client for a reqres-style listing: ``async with ReqresClient(settings) as c``."""
 
@@ -229,12 +258,14 @@ class ReqresClient:
         self._sleep = sleep
         self._clock = clock
         self._semaphore = asyncio.Semaphore(settings.concurrency)
-        self._limiter = (
-            AsyncLimiter(1, 1 / settings.rate_limit) if settings.rate_limit > 0 else None
-        )
+        self._limiter = _make_limiter(settings.rate_limit)
         self._paused_until = 0.0
         self._in_flight = 0
         self._url = settings.base_url + USERS_PATH
+        self._headers = httpx.Headers(
+            {**DEFAULT_HEADERS, "x-api-key": settings.api_key.get_secret_value()}
+        )
+        self._timeout = httpx.Timeout(settings.timeout).as_dict()
 
     def __repr__(self) -> str:
         s = self.settings
@@ -270,8 +301,19 @@ class ReqresClient:
         AuthError, BadRequestError, PageNotFoundError and other non-retryable ApiErrors are
         raised as they are, at once.
         """
+        try:
+            page = await self._attempt(number)
+        except RETRYABLE as first_failure:
+            # Most pages succeed at once; only failures pay for the retry machinery.
+            page = await self._retry(number, first_failure)
+        self.stats.pages_fetched += 1
+        return page
+
+    async def _retry(self, number: int, failure: BaseException) -> Page:
+        """Retry a page whose first attempt failed with ``failure``, as SPEC section 2 says."""
         s = self.settings
         page: Page | None = None
+        pending: BaseException | None = failure
         try:
             async for attempt in backoff.aretry_context(
                 RETRYABLE,
@@ -284,6 +326,9 @@ class ReqresClient:
                 max_value=s.backoff_max,
             ):
                 with attempt:
+                    if pending is not None:  # the first attempt, already made
+                        error, pending = pending, None
+                        raise error
                     page = await self._attempt(number)
         except RETRYABLE as exc:
             cause = _describe(exc)
@@ -294,7 +339,6 @@ class ReqresClient:
             error_type = ApiUnreachableError if number == 1 else PageFetchError
             raise error_type(message, page=number, url=self.page_url(number), cause=cause) from exc
         assert page is not None
-        self.stats.pages_fetched += 1
         return page
 
     def _on_backoff(self, number: int, details: Any) -> None:
@@ -336,11 +380,11 @@ class ReqresClient:
             self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
             self.stats.requests += 1
             try:
-                request = self._http.build_request(
+                request = httpx.Request(
                     "GET",
-                    self._url,
-                    params={"page": number, "per_page": s.per_page},
-                    headers={"x-api-key": s.api_key.get_secret_value()},
+                    f"{self._url}?page={number}&per_page={s.per_page}",
+                    headers=self._headers,
+                    extensions={"timeout": self._timeout},
                 )
                 response = await self._http.send(request, stream=True)
                 try:
@@ -461,7 +505,7 @@ class ReqresClient:
             if 1 not in skip:
                 yield first
             async with receive:
-                async for item in receive:
+                async for item in items(receive):
                     if isinstance(item, BaseException):
                         raise item
                     yield item
@@ -472,7 +516,7 @@ class ReqresClient:
             self.total_pages = plan.total
 
     async def _worker(
-        self, plan: _PagePlan, send: anyio.abc.ObjectSendStream[Page | BaseException]
+        self, plan: _PagePlan, send: MemoryObjectSendStream[Page | BaseException]
     ) -> None:
         async with send:
             while (number := plan.claim()) is not None:
@@ -497,7 +541,7 @@ class ReqresClient:
                     return
                 plan.observe(page)
                 self.total_pages = plan.total
-                await send.send(page)
+                await put(send, page)
 
 
 def _describe(exc: BaseException | None) -> str:

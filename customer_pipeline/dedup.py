@@ -1,47 +1,67 @@
-"""Deduplication with flat memory: one packed int per customer id.
+"""Deduplication in constant memory: sorted runs on disk, merged at the end.
 
-Each processed customer is spooled to disk as it arrives; in memory we keep, per id, only the
-winner's rank (score, page, position), a small code summarising its quality issues and
-business fields (enough for the report), and its offset in the spool. The winner is the
-highest score, then the lowest page, then the earliest position, whatever the arrival order.
+Every processed customer is written, behind a fixed-width sort key, into an in-memory run;
+a full run is sorted and written to a scratch file in the output folder. At the end the runs
+are merged (``heapq.merge``): lines come out by customer id, the best copy first, so the
+winner of each id is simply the first line with that id. The key orders copies by highest
+score, then lowest page, then earliest position, so the result never depends on arrival
+order, and memory holds one run whatever the number of customers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import heapq
+import os
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any, Final
+from pathlib import Path
+from typing import IO, Any, Final
 
 from .rules import BUSINESS_FIELDS, FIELDS
 
-_OFFSET_BITS: Final = 44  # spool files up to 16 TiB
-_CODE_BITS: Final = 17  # 4 fields x 2 bits of issue + 9 bits of business field values
-_POSITION_BITS: Final = 20
-_PAGE_BITS: Final = 32
-_OFFSET_MASK: Final = (1 << _OFFSET_BITS) - 1
-_CODE_MASK: Final = (1 << _CODE_BITS) - 1
-_RANK_SHIFT: Final = _OFFSET_BITS + _CODE_BITS
-_MAX_POSITION: Final = (1 << _POSITION_BITS) - 1
-_MAX_PAGE: Final = (1 << _PAGE_BITS) - 1
+RUN_BYTES: Final = 16 << 20
+# id (20 digits) | 100 - score (3) | page (10) | position (7) | summary code (5 hex) | tab
+_KEY: Final = b"%020d%03d%010d%07d%05x\t"
+_ID_END: Final = 20
+_CODE_AT: Final = slice(40, 45)
+_KEY_LEN: Final = 46
+_MAX_PAGE: Final = 10**10 - 1
+_MAX_POSITION: Final = 10**7 - 1
 
 _ISSUE_CODES: Final = {"missing": 1, "invalid": 2}
 _ISSUE_NAMES: Final = {1: "missing", 2: "invalid"}
 # Bits per business field, in BUSINESS_FIELDS order: 2, 1, 2, 2, 2 = 9.
 _VALUE_INDEX: Final = [{value: i for i, (value, _) in enumerate(c)} for _, c in BUSINESS_FIELDS]
 _VALUE_BITS: Final = [max(1, (len(c) - 1).bit_length()) for _, c in BUSINESS_FIELDS]
+_ISSUE_BITS: Final = {
+    f"{field}:{kind}": bits << (2 * i)
+    for i, field in enumerate(FIELDS)
+    for kind, bits in _ISSUE_CODES.items()
+}
+_SHIFTS: Final = [8 + sum(_VALUE_BITS[:i]) for i in range(len(_VALUE_BITS))]
+# Per business field: value -> its index, already shifted into place.
+_VALUE_CODES: Final = tuple(
+    {value: index << shift for value, index in table.items()}
+    for table, shift in zip(_VALUE_INDEX, _SHIFTS, strict=True)
+)
 
 
 def summary_code(customer: dict[str, Any]) -> int:
     """Pack a customer's quality issues and business fields into a small int."""
     code = 0
     for issue in customer["quality_issues"]:
-        field, _, kind = issue.partition(":")
-        code |= _ISSUE_CODES[kind] << (2 * FIELDS.index(field))
-    shift = 8
-    for (name, _), index, bits in zip(BUSINESS_FIELDS, _VALUE_INDEX, _VALUE_BITS, strict=True):
-        code |= index[customer[name]] << shift
-        shift += bits
-    return code
+        code |= _ISSUE_BITS[issue]
+    e, a, c, m, t = _VALUE_CODES
+    return (
+        code
+        | e[customer["engagement_level"]]
+        | a[customer["activity_status"]]
+        | c[customer["acquisition_channel"]]
+        | m[customer["market_segment"]]
+        | t[customer["customer_tier"]]
+    )
 
 
 def describe_code(code: int) -> tuple[list[str], tuple[str, ...]]:
@@ -59,47 +79,69 @@ def describe_code(code: int) -> tuple[list[str], tuple[str, ...]]:
     return issues, tuple(values)
 
 
-class WinnerIndex:
-    """The best copy of each customer seen so far, and where it lies in the spool."""
+class SortedSpool:
+    """Customers spooled to sorted runs; ``winners()`` merges them to the best copy per id."""
 
-    def __init__(self) -> None:
-        self._best: dict[int, int] = {}
+    def __init__(self, folder: Path, run_bytes: int = RUN_BYTES) -> None:
+        self.folder = folder
+        self.run_bytes = run_bytes
         self.offered = 0
-
-    def __len__(self) -> int:
-        return len(self._best)
+        self.unique = 0
+        self.code_counts: Counter[int] = Counter()
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._runs: list[IO[bytes]] = []
 
     @property
     def duplicates(self) -> int:
-        """Copies that lost (or were replaced): offered minus unique."""
-        return self.offered - len(self._best)
+        """Copies that lost to a better copy of the same customer (known after winners())."""
+        return self.offered - self.unique
 
-    def offer(
-        self, customer_id: int, score: int, page: int, position: int, code: int, offset: int
-    ) -> bool:
-        """Record one copy; True if it is now the winner for its id."""
-        if offset > _OFFSET_MASK or page > _MAX_PAGE:
-            raise ValueError("spool offset or page number out of range")
-        position = min(position, _MAX_POSITION)
-        rank = (
-            (score << (_PAGE_BITS + _POSITION_BITS))
-            | ((_MAX_PAGE - page) << _POSITION_BITS)
-            | (_MAX_POSITION - position)
-        )
-        packed = (((rank << _CODE_BITS) | code) << _OFFSET_BITS) | offset
+    def add(
+        self, customer_id: int, score: int, page: int, position: int, code: int, line: bytes
+    ) -> None:
+        """Spool one customer; ``line`` is its JSON, ending in a newline."""
+        if page > _MAX_PAGE or position > _MAX_POSITION:
+            raise ValueError(f"page {page} or position {position} out of range")
+        entry = _KEY % (customer_id, 100 - score, page, position, code) + line
+        self._buffer.append(entry)
+        self._buffered += len(entry)
         self.offered += 1
-        current = self._best.get(customer_id)
-        if current is None or packed >> _RANK_SHIFT > current >> _RANK_SHIFT:
-            self._best[customer_id] = packed
-            return True
-        return False
+        if self._buffered >= self.run_bytes:
+            self._write_run()
 
-    def winners(self) -> Iterator[tuple[int, int]]:
-        """(customer_id, spool offset) of every winner, by customer_id."""
-        best = self._best
-        for customer_id in sorted(best):
-            yield customer_id, best[customer_id] & _OFFSET_MASK
+    def _write_run(self) -> None:
+        self._buffer.sort()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".run.", suffix=".spool", dir=self.folder)
+        os.unlink(name)  # lives as long as it is open; nothing to clean up after a crash
+        run = os.fdopen(fd, "w+b", buffering=1 << 16)
+        run.writelines(self._buffer)
+        run.flush()
+        run.seek(0)
+        self._runs.append(run)
+        self._buffer = []
+        self._buffered = 0
 
-    def code_counts(self) -> Counter[int]:
-        """How many winners share each summary code (a few hundred distinct at most)."""
-        return Counter((packed >> _OFFSET_BITS) & _CODE_MASK for packed in self._best.values())
+    def winners(self) -> Iterator[bytes]:
+        """The JSON of each customer's best copy (no newline), by customer id."""
+        self._buffer.sort()
+        merged: Iterator[bytes] = heapq.merge(self._buffer, *self._runs)
+        previous = b""
+        counts = self.code_counts
+        for entry in merged:
+            customer_id = entry[:_ID_END]
+            if customer_id == previous:
+                continue
+            previous = customer_id
+            self.unique += 1
+            counts[int(entry[_CODE_AT], 16)] += 1
+            yield entry[_KEY_LEN:-1]
+
+    def close(self) -> None:
+        """Drop the runs."""
+        for run in self._runs:
+            with contextlib.suppress(OSError):
+                run.close()
+        self._runs = []
+        self._buffer = []

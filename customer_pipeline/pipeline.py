@@ -14,7 +14,7 @@ import httpx
 
 from ._version import __version__
 from .client import Page, ReqresClient
-from .dedup import WinnerIndex
+from .dedup import SortedSpool
 from .errors import PageFetchError, PipelineError
 from .logs import run_logging
 from .report import business_summary, export_metadata, quality_summary, utc_now
@@ -34,7 +34,6 @@ from .writer import (
     REJECTED_FILE,
     REPORT_FILE,
     RejectedWriter,
-    Spool,
     write_customers,
     write_json,
 )
@@ -99,9 +98,8 @@ async def _run(
         settings.transport,
     )
     counters = StageCounters()
-    index = WinnerIndex()
     rejected = RejectedWriter(out / REJECTED_FILE)
-    spool = Spool(out)
+    spool = SortedSpool(out)
     buffer = max(2, settings.concurrency)
     try:
         async with ReqresClient(settings, http=http) as client:
@@ -113,24 +111,27 @@ async def _run(
                     group.start_soon(fetch_stage, client, pages_tx, counters, on_progress)
                     group.start_soon(validate_stage, pages_rx, scored_tx, rejected, counters)
                     group.start_soon(enrich_stage, scored_rx, enriched_tx, settings.seed, counters)
-                    group.start_soon(dedup_stage, enriched_rx, index, spool, counters)
+                    group.start_soon(dedup_stage, enriched_rx, spool, counters)
             except BaseExceptionGroup as group_error:
                 raise _first_error(group_error) from None
         fetched_at = time.perf_counter()
         failed_pages = sorted(client.failed_pages)
         complete = not failed_pages
-        code_counts = index.code_counts()
-        quality = quality_summary(code_counts)
-        metadata = export_metadata(
-            total_customers=len(index),
-            bands=quality["bands"],
-            complete=complete,
-            failed_pages=failed_pages,
-            source=settings.base_url,
-            seed=settings.seed,
-        )
+        quality: dict[str, Any] = {}
+
+        def metadata() -> dict[str, Any]:
+            quality.update(quality_summary(spool.code_counts))
+            return export_metadata(
+                total_customers=spool.unique,
+                bands=quality["bands"],
+                complete=complete,
+                failed_pages=failed_pages,
+                source=settings.base_url,
+                seed=settings.seed,
+            )
+
         customers_path = out / CUSTOMERS_FILE
-        write_customers(customers_path, metadata, index, spool)
+        write_customers(customers_path, spool.winners(), metadata)
         rejected_path = rejected.commit()
     except BaseException:
         rejected.abort()
@@ -153,12 +154,12 @@ async def _run(
         },
         "counts": {
             "raw_records": counters.raw_records,
-            "unique_customers": len(index),
-            "duplicates_removed": index.duplicates,
+            "unique_customers": spool.unique,
+            "duplicates_removed": spool.duplicates,
             "rejected": counters.rejected,
         },
         "quality": quality,
-        "business_fields": business_summary(code_counts),
+        "business_fields": business_summary(spool.code_counts),
         "api": {
             **client.stats.as_dict(),
             "total_pages": client.total_pages,
@@ -177,11 +178,11 @@ async def _run(
         "run %s: %d customers (high %d, medium %d, low %d), %d duplicates removed, "
         "%d rejected, %d requests, %d retries, %.2fs",
         "complete" if complete else f"INCOMPLETE (failed pages {failed_pages})",
-        len(index),
+        spool.unique,
         quality["bands"]["high"],
         quality["bands"]["medium"],
         quality["bands"]["low"],
-        index.duplicates,
+        spool.duplicates,
         counters.rejected,
         client.stats.requests,
         client.stats.retries,
@@ -190,8 +191,8 @@ async def _run(
     return RunResult(
         complete=complete,
         failed_pages=failed_pages,
-        customers=len(index),
-        duplicates_removed=index.duplicates,
+        customers=spool.unique,
+        duplicates_removed=spool.duplicates,
         rejected=counters.rejected,
         customers_path=customers_path,
         report_path=report_path,

@@ -1,4 +1,4 @@
-"""The async stages: fetch -> validate and score -> enrich -> dedup and spool.
+"""The async stages: fetch -> validate and score -> enrich -> dedup (sorted spool).
 
 Each stage is a task reading one bounded memory object stream and writing the next; closing a
 send side ends the stage after it, the bounded buffers give backpressure, and an exception in
@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._streams import items, put
 from .client import Page, ReqresClient
-from .dedup import WinnerIndex, summary_code
+from .dedup import SortedSpool, summary_code
 from .rules import Rejected, enrich, validate_and_score
-from .writer import RejectedWriter, Spool
+from .writer import RejectedWriter
 
 log = logging.getLogger("customer_pipeline.stages")
 PROGRESS_LOG_EVERY_S = 2.0
@@ -61,7 +62,7 @@ ProgressCallback = Callable[[Progress], None]
 
 async def fetch_stage(
     client: ReqresClient,
-    send: ObjectSendStream[Page],
+    send: MemoryObjectSendStream[Page],
     counters: StageCounters,
     on_progress: ProgressCallback | None = None,
 ) -> None:
@@ -94,7 +95,7 @@ async def fetch_stage(
                     snapshot.retries,
                     snapshot.failed_pages,
                 )
-            await send.send(page)
+            await put(send, page)
     counters.seconds["fetch"] = time.perf_counter() - started
 
 
@@ -110,56 +111,57 @@ def score_page(page: Page, rejected: RejectedWriter) -> Batch:
 
 
 async def validate_stage(
-    receive: ObjectReceiveStream[Page],
-    send: ObjectSendStream[Batch],
+    receive: MemoryObjectReceiveStream[Page],
+    send: MemoryObjectSendStream[Batch],
     rejected: RejectedWriter,
     counters: StageCounters,
 ) -> None:
     """Validate and score, a page at a time."""
     async with receive, send:
-        async for page in receive:
+        async for page in items(receive):
             started = time.perf_counter()
             batch = score_page(page, rejected)
             counters.seconds["validate"] += time.perf_counter() - started
-            await send.send(batch)
+            await put(send, batch)
     counters.rejected = rejected.count
 
 
 async def enrich_stage(
-    receive: ObjectReceiveStream[Batch],
-    send: ObjectSendStream[Batch],
+    receive: MemoryObjectReceiveStream[Batch],
+    send: MemoryObjectSendStream[Batch],
     seed: int,
     counters: StageCounters,
 ) -> None:
     """Add the deterministic business fields."""
     async with receive, send:
-        async for batch in receive:
+        async for batch in items(receive):
             started = time.perf_counter()
-            batch.customers = [(pos, enrich(customer, seed)) for pos, customer in batch.customers]
+            for _, customer in batch.customers:
+                enrich(customer, seed)
             counters.seconds["enrich"] += time.perf_counter() - started
-            await send.send(batch)
+            await put(send, batch)
 
 
 async def dedup_stage(
-    receive: ObjectReceiveStream[Batch],
-    index: WinnerIndex,
-    spool: Spool,
+    receive: MemoryObjectReceiveStream[Batch],
+    spool: SortedSpool,
     counters: StageCounters,
 ) -> None:
-    """Spool every customer and keep, per id, where its best copy lies."""
+    """Serialize every customer into the sorted spool, which keeps the best copy per id."""
     dumps = orjson.dumps
+    newline = orjson.OPT_APPEND_NEWLINE
+    add = spool.add
     async with receive:
-        async for batch in receive:
+        async for batch in items(receive):
             started = time.perf_counter()
             page = batch.page
             for position, customer in batch.customers:
-                offset = spool.append(dumps(customer))
-                index.offer(
+                add(
                     customer["customer_id"],
                     customer["data_quality_score"],
                     page,
                     position,
                     summary_code(customer),
-                    offset,
+                    dumps(customer, option=newline),
                 )
             counters.seconds["dedup"] += time.perf_counter() - started

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import mmap
+import itertools
 import os
+import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
-from .dedup import WinnerIndex
 from .errors import OutputError
 
 CUSTOMERS_FILE = "processed_customers.json"
@@ -59,46 +59,6 @@ def write_json(path: Path, document: Any) -> None:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
-class Spool:
-    """An append-only scratch file of serialized customers, read back by offset."""
-
-    def __init__(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".spool.", suffix=".jsonl", dir=folder)
-        self.path = Path(name)
-        self._file = os.fdopen(fd, "w+b", buffering=_BUFFER)
-        self._size = 0
-        self._map: mmap.mmap | None = None
-
-    def append(self, line: bytes) -> int:
-        """Store one serialized customer (no newline in it); returns its offset."""
-        offset = self._size
-        self._file.write(line)
-        self._file.write(b"\n")
-        self._size += len(line) + 1
-        return offset
-
-    def lines(self, offsets: Iterable[tuple[int, int]]) -> Iterator[bytes]:
-        """The stored lines at the given (key, offset) pairs, in that order."""
-        self._file.flush()
-        if self._size == 0:
-            return
-        if self._map is None:
-            self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
-        view = self._map
-        for _, offset in offsets:
-            yield view[offset : view.find(b"\n", offset)]
-
-    def close(self) -> None:
-        """Release and delete the spool."""
-        if self._map is not None:
-            self._map.close()
-            self._map = None
-        self._file.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-
-
 class RejectedWriter:
     """Streams rejected records to a temp file; it becomes the real file only on commit."""
 
@@ -132,19 +92,27 @@ class RejectedWriter:
                 context.__exit__(OutputError, OutputError("aborted"), None)
 
 
-def write_customers(path: Path, metadata: dict[str, Any], index: WinnerIndex, spool: Spool) -> None:
-    """``{"metadata": ..., "customers": [...]}``, one customer per line, sorted by id."""
-    head = orjson.dumps(metadata, option=orjson.OPT_INDENT_2)
+def write_customers(
+    path: Path, customers: Iterable[bytes], metadata: Callable[[], dict[str, Any]]
+) -> None:
+    """``{"metadata": ..., "customers": [...]}`` with one customer (JSON bytes) per line.
+
+    ``metadata`` is called once every customer has been consumed, so it can carry counts
+    only known then; the customers go to a scratch file first and are copied in after it.
+    """
     try:
-        with atomic_file(path) as handle:
-            handle.write(b'{\n"metadata": ')
-            handle.write(head)
-            handle.write(b',\n"customers": [')
+        with tempfile.TemporaryFile(dir=path.parent) as body:
             separator = b"\n"
-            for line in spool.lines(index.winners()):
-                handle.write(separator)
-                handle.write(line)
+            while chunk := list(itertools.islice(customers, 4096)):
+                body.write(separator)
+                body.write(b",\n".join(chunk))
                 separator = b",\n"
-            handle.write(b"\n]\n}\n")
+            body.seek(0)
+            with atomic_file(path) as handle:
+                handle.write(b'{\n"metadata": ')
+                handle.write(orjson.dumps(metadata(), option=orjson.OPT_INDENT_2))
+                handle.write(b',\n"customers": [')
+                shutil.copyfileobj(body, handle, _BUFFER)
+                handle.write(b"\n]\n}\n")
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc

@@ -1,42 +1,60 @@
-"""WinnerIndex packing and the atomic writers."""
+"""The sorted spool that deduplicates, and the atomic writers."""
 
 from __future__ import annotations
 
 import itertools
 import random
+import tempfile
 from pathlib import Path
 
 import orjson
 import pytest
 
-from customer_pipeline.dedup import WinnerIndex, describe_code, summary_code
+from customer_pipeline.dedup import SortedSpool, describe_code, summary_code
 from customer_pipeline.rules import process
-from customer_pipeline.writer import RejectedWriter, Spool, atomic_file, write_json
+from customer_pipeline.writer import RejectedWriter, atomic_file, write_json
 
 
-def test_winner_does_not_depend_on_arrival_order() -> None:
-    copies = [  # (score, page, position, tag)
-        (90, 3, 0, "a"), (100, 5, 2, "b"), (100, 4, 9, "c"), (100, 4, 1, "d"), (70, 1, 0, "e"),
+def winners_of(copies: list[tuple[int, int, int, int, str]], run_bytes: int) -> list[str]:
+    """Spool (id, score, page, position, tag) copies; the tags of the winners, by id."""
+    with tempfile.TemporaryDirectory() as folder:
+        spool = SortedSpool(Path(folder), run_bytes=run_bytes)
+        for customer_id, score, page, position, tag in copies:
+            spool.add(customer_id, score, page, position, 0, orjson.dumps({"tag": tag}) + b"\n")
+        tags = [orjson.loads(line)["tag"] for line in spool.winners()]
+        spool.close()
+    return tags
+
+
+@pytest.mark.parametrize("run_bytes", [1, 10_000_000])  # a run per line, or all in memory
+def test_winner_does_not_depend_on_arrival_order(run_bytes: int) -> None:
+    copies = [  # (id, score, page, position, tag)
+        (7, 90, 3, 0, "a"), (7, 100, 5, 2, "b"), (7, 100, 4, 9, "c"), (7, 100, 4, 1, "d"),
+        (7, 70, 1, 0, "e"),
     ]  # fmt: skip
-    winners = set()
     for order in itertools.permutations(copies):
-        index = WinnerIndex()
-        tags = {}
-        for offset, (score, page, position, tag) in enumerate(order):
-            index.offer(7, score, page, position, 0, offset)
-            tags[offset] = tag
-        [(_, offset)] = list(index.winners())
-        winners.add(tags[offset])
-        assert index.duplicates == 4
-    assert winners == {"d"}  # highest score, then lowest page, then earliest position
+        assert winners_of(list(order), run_bytes) == ["d"]  # score, then page, then position
 
 
-def test_winners_come_sorted_by_id() -> None:
-    index = WinnerIndex()
-    ids = random.Random(1).sample(range(1, 10**12), 500)
-    for offset, customer_id in enumerate(ids):
-        index.offer(customer_id, 100, 1, 0, 0, offset)
-    assert [i for i, _ in index.winners()] == sorted(ids)
+@pytest.mark.parametrize("run_bytes", [512, 10_000_000])
+def test_winners_come_sorted_by_id_once_each(run_bytes: int) -> None:
+    rng = random.Random(1)
+    ids = rng.sample(range(1, 2**63 - 1), 300)
+    copies = [(i, rng.choice([60, 80, 100]), rng.randint(1, 9), n, str(i)) for n, i in
+              enumerate(ids + ids[:50])]  # fmt: skip
+    rng.shuffle(copies)
+    assert winners_of(copies, run_bytes) == [str(i) for i in sorted(ids)]
+
+
+def test_spool_counts_unique_duplicates_and_codes(tmp_path: Path) -> None:
+    spool = SortedSpool(tmp_path, run_bytes=64)
+    for customer_id, code in [(1, 5), (2, 5), (1, 9), (3, 7)]:
+        spool.add(customer_id, 100, 1, customer_id, code, b"{}\n")
+    assert len(list(spool.winners())) == 3
+    assert (spool.offered, spool.unique, spool.duplicates) == (4, 3, 1)
+    assert spool.code_counts == {5: 2, 7: 1}
+    spool.close()
+    assert list(tmp_path.iterdir()) == []  # run files are unlinked while open
 
 
 def test_summary_code_round_trips() -> None:
@@ -51,15 +69,6 @@ def test_summary_code_round_trips() -> None:
         customer["market_segment"],
         customer["customer_tier"],
     )
-
-
-def test_spool_reads_back_lines_by_offset(tmp_path: Path) -> None:
-    spool = Spool(tmp_path)
-    offsets = [spool.append(orjson.dumps({"n": i, "s": "x" * i})) for i in range(50)]
-    got = [orjson.loads(line)["n"] for line in spool.lines((0, o) for o in reversed(offsets))]
-    assert got == list(reversed(range(50)))
-    spool.close()
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_atomic_file_leaves_nothing_when_the_block_fails(tmp_path: Path) -> None:

@@ -1,0 +1,269 @@
+"""Side-by-side benchmark: the project against a floor script (and dlt), same server, one run.
+
+    python benchmarks/bench.py                    # S1..S5
+    python benchmarks/bench.py -s S1 -s S2 -r 3   # some scenarios, best of 3
+    python benchmarks/bench.py --peer dlt         # adds dlt's rest_api source, if installed
+
+Each scenario starts ``customer-pipeline simulate`` in its own process, warms its page cache,
+then runs the floor and the project each as a child process, timing the whole process and
+reading its peak RSS from the OS (``os.wait4``). Ratios and targets are printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    what: str
+    total: int
+    per_page: int
+    concurrency: int = 50
+    latency_ms: float = 0.0
+    server_rate: float = 0.0
+    client_rate: float = 0.0
+    failure_rate: float = 0.0
+    truncate_rate: float = 0.0
+    backoff_base: float = 1.0
+    floor: bool = True
+
+    @property
+    def pages(self) -> int:
+        return -(-self.total // self.per_page)
+
+
+SCENARIOS = {
+    s.name: s
+    for s in [
+        Scenario("S1", "1,000 pages x 6, 20 ms latency, concurrency 50", 6000, 6, latency_ms=20),
+        Scenario("S2", "2,000 pages x 100 (200,000 records), no latency", 200_000, 100),
+        Scenario("S3", "server limits 100 req/s with 429s; client rate_limit 100", 6000, 6,
+                 server_rate=100, client_rate=100, floor=False),
+        Scenario("S4", "S1 + 20% 500/503 + 1% truncated, backoff_base 0.05", 6000, 6,
+                 latency_ms=20, failure_rate=0.2, truncate_rate=0.01, backoff_base=0.05,
+                 floor=False),
+        Scenario("S5", "10,000 pages x 100 (1,000,000 records), for memory", 1_000_000, 100),
+    ]
+}  # fmt: skip
+
+
+@dataclass
+class Measure:
+    wall_s: float
+    peak_rss_mb: float
+    records: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def records_per_s(self) -> float:
+        return self.records / self.wall_s if self.wall_s else 0.0
+
+
+def run_child(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """Run a child to completion: (wall seconds, peak RSS MB, stdout)."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, env=env)
+        assert proc.stderr is not None
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err = proc.stderr.read().decode(errors="replace")
+        proc.stderr.close()
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    if proc.returncode not in (0, 3):
+        raise RuntimeError(f"{argv[:4]} exited {proc.returncode}:\n{err[-2000:]}")
+    return wall, usage.ru_maxrss / 1024, text
+
+
+@contextlib.contextmanager
+def simulator(s: Scenario) -> Iterator[str]:
+    argv = [PY, "-m", "customer_pipeline", "simulate", "--port", "0", "--total", str(s.total),
+            "--per-page", str(s.per_page), "--latency-ms", str(s.latency_ms), "--rate-limit",
+            str(s.server_rate), "--failure-rate", str(s.failure_rate), "--truncate-rate",
+            str(s.truncate_rate)]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def server_stats(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{url}/_simulator/stats", timeout=10) as r:
+        return orjson.loads(r.read())  # type: ignore[no-any-return]
+
+
+def run_floor(s: Scenario, url: str, work: Path) -> Measure:
+    out = work / "floor.jsonl"
+    wall, rss, text = run_child(
+        [PY, str(HERE / "floor.py"), url, str(s.per_page), str(s.concurrency), str(out)]
+    )
+    figures = orjson.loads(text.strip().splitlines()[-1])
+    out.unlink()
+    return Measure(wall, rss, figures["records"], {"run_s": figures["run_s"]})
+
+
+def run_project(s: Scenario, url: str, work: Path) -> Measure:
+    out = work / "project"
+    argv = [PY, "-m", "customer_pipeline", "run", "--base-url", url, "--concurrency",
+            str(s.concurrency), "--rate-limit", str(s.client_rate), "--per-page", str(s.per_page),
+            "--backoff-base", str(s.backoff_base), "--max-retries", "10", "--output-dir", str(out),
+            "--no-progress", "--log-level", "WARNING"]  # fmt: skip
+    wall, rss, _ = run_child(argv)
+    report = orjson.loads((out / "summary_report.json").read_bytes())
+    exactly_once = exported_ids_are(out / "processed_customers.json", range(1, s.total + 1))
+    for path in out.iterdir():
+        path.unlink()
+    return Measure(
+        wall,
+        rss,
+        report["counts"]["raw_records"],
+        {"run_s": report["timings"]["total_s"], "report": report, "exactly_once": exactly_once},
+    )
+
+
+def exported_ids_are(path: Path, expected: range) -> bool:
+    """Whether the export holds exactly these ids, in order (read a line at a time: this
+    process must stay small, since children forked from it inherit its peak RSS)."""
+    wanted = iter(expected)
+    with path.open("rb") as handle:
+        for line in handle:
+            if line.startswith(b'{"customer_id"'):
+                customer_id = orjson.loads(line.rstrip(b",\n"))["customer_id"]
+                if customer_id != next(wanted, None):
+                    return False
+    return next(wanted, None) is None
+
+
+def run_dlt(s: Scenario, url: str, work: Path) -> Measure | None:
+    try:
+        import dlt  # noqa: F401
+    except ImportError:
+        return None
+    wall, rss, text = run_child(
+        [PY, str(HERE / "peer_dlt.py"), url, str(s.per_page), str(work / "dlt")]
+    )
+    figures = orjson.loads(text.strip().splitlines()[-1])
+    return Measure(wall, rss, figures["records"], {"run_s": figures["run_s"]})
+
+
+def best(measures: list[Measure]) -> Measure:
+    return min(measures, key=lambda m: m.wall_s)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("-s", "--scenario", action="append", choices=sorted(SCENARIOS))
+    parser.add_argument("-r", "--repeat", type=int, default=1, help="runs each; the best counts")
+    parser.add_argument("--peer", choices=["dlt"], help="also run this peer where installed")
+    args = parser.parse_args()
+    names = args.scenario or sorted(SCENARIOS)
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for name in names:
+            s = SCENARIOS[name]
+            print(f"{name}: {s.what} ...", file=sys.stderr, flush=True)
+            with simulator(s) as url:
+                if s.floor or s.server_rate == 0:
+                    run_floor(s, url, work)  # warm the server's page cache; not measured
+                row: dict[str, Any] = {}
+                project, floor = [], []
+                for _ in range(args.repeat):
+                    if s.floor:
+                        floor.append(run_floor(s, url, work))
+                    before = server_stats(url)
+                    project.append(run_project(s, url, work))
+                    after = server_stats(url)
+                row["project"] = best(project)
+                row["floor"] = best(floor) if floor else None
+                row["served"] = {k: after[k] - before[k] for k in after if k != "max_in_flight"}
+                if args.peer == "dlt":
+                    row["dlt"] = run_dlt(s, url, work)
+                results[name] = row
+    return report(results)
+
+
+def report(results: dict[str, dict[str, Any]]) -> int:
+    def fmt(m: Measure | None) -> str:
+        if m is None:
+            return f"{'-':>8} {'-':>10} {'-':>8}"
+        return f"{m.wall_s:8.2f} {m.records_per_s:10,.0f} {m.peak_rss_mb:8.0f}"
+
+    print(f"\nmachine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, {sys.platform}")
+    print("whole-process wall seconds, records/s and peak RSS (MB), best run\n")
+    print(f"{'':4} {'project':>28} | {'floor':>28} | {'dlt':>28} | ratio")
+    print(f"{'':4} {'wall':>8} {'rec/s':>10} {'RSS':>8} | " * 3)
+    for name, row in results.items():
+        p, f, d = row["project"], row.get("floor"), row.get("dlt")
+        ratio = f"{p.wall_s / f.wall_s:.2f}x floor" if f else ""
+        if d:
+            ratio += f", {d.wall_s / p.wall_s:.1f}x faster than dlt"
+        print(f"{name:4} {fmt(p)} | {fmt(f)} | {fmt(d)} | {ratio}")
+    checks: list[tuple[str, bool, str]] = []
+    r = results
+    if "S1" in r and r["S1"]["floor"]:
+        ratio = r["S1"]["project"].wall_s / r["S1"]["floor"].wall_s
+        checks.append(("S1 project <= 1.3 x floor", ratio <= 1.3, f"{ratio:.2f}x"))
+        if r["S1"].get("dlt"):
+            speedup = r["S1"]["dlt"].wall_s / r["S1"]["project"].wall_s
+            checks.append(("S1 >= 30 x faster than dlt", speedup >= 30, f"{speedup:.1f}x"))
+    if "S2" in r and r["S2"]["floor"]:
+        ratio = r["S2"]["project"].wall_s / r["S2"]["floor"].wall_s
+        checks.append(("S2 project <= 3 x floor", ratio <= 3, f"{ratio:.2f}x"))
+        rss = r["S2"]["project"].peak_rss_mb
+        checks.append(("S2 peak RSS <= 250 MB", rss <= 250, f"{rss:.0f} MB"))
+    if "S5" in r and "S2" in r:
+        ratio = r["S5"]["project"].peak_rss_mb / r["S2"]["project"].peak_rss_mb
+        checks.append(("S5 peak RSS <= 2 x S2's", ratio <= 2, f"{ratio:.2f}x"))
+    if "S3" in r:
+        served = r["S3"]["served"]
+        run_s = r["S3"]["project"].extra["run_s"]
+        rate = served["ok"] / run_s
+        share_429 = served["rate_limited"] / max(1, served["requests"])
+        checks.append(("S3 >= 95% of the server's 100 req/s", rate >= 95, f"{rate:.1f} req/s"))
+        checks.append(
+            (
+                "S3 <= 1% of requests answered 429",
+                share_429 <= 0.01,
+                f"{share_429:.2%} ({served['rate_limited']} of {served['requests']})",
+            )
+        )
+    if "S4" in r:
+        once = r["S4"]["project"].extra["exactly_once"]
+        checks.append(("S4 every customer exactly once", once, str(once)))
+        if "S1" in r:
+            ratio = r["S4"]["project"].wall_s / r["S1"]["project"].wall_s
+            checks.append(("S4 <= 2 x S1's time", ratio <= 2, f"{ratio:.2f}x"))
+    print()
+    for label, ok, value in checks:
+        print(f"{'PASS' if ok else 'FAIL'}  {label:40} {value}")
+    return 0 if all(ok for _, ok, _ in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
