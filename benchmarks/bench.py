@@ -3,6 +3,7 @@
     python benchmarks/bench.py                    # S1..S5
     python benchmarks/bench.py -s S1 -s S2 -r 3   # some scenarios, best of 3
     python benchmarks/bench.py --peer dlt         # adds dlt's rest_api source, if installed
+    python benchmarks/bench.py --peer dlt --peer-python /path/to/dlt-venv/bin/python
 
 Each scenario starts ``customer-pipeline simulate`` in its own process, warms its page cache,
 then runs the floor and the project each as a child process, timing the whole process and
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -157,14 +159,21 @@ def exported_ids_are(path: Path, expected: range) -> bool:
     return next(wanted, None) is None
 
 
-def run_dlt(s: Scenario, url: str, work: Path) -> Measure | None:
-    try:
-        import dlt  # noqa: F401
-    except ImportError:
+def run_dlt(s: Scenario, url: str, work: Path, python: str) -> Measure | None:
+    probe = subprocess.run([python, "-c", "import dlt"], capture_output=True)
+    if probe.returncode != 0:
+        print(f"  dlt is not installed for {python}; skipping the peer", file=sys.stderr)
         return None
-    wall, rss, text = run_child(
-        [PY, str(HERE / "peer_dlt.py"), url, str(s.per_page), str(work / "dlt")]
-    )
+    folder = work / "dlt"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    try:
+        wall, rss, text = run_child(
+            [python, str(HERE / "peer_dlt.py"), url, str(s.per_page), str(folder)]
+        )
+    except RuntimeError as exc:
+        print(f"  dlt failed: {str(exc)[-600:]}", file=sys.stderr)
+        return None
     figures = orjson.loads(text.strip().splitlines()[-1])
     return Measure(wall, rss, figures["records"], {"run_s": figures["run_s"]})
 
@@ -180,6 +189,12 @@ def main() -> int:
     parser.add_argument("-s", "--scenario", action="append", choices=sorted(SCENARIOS))
     parser.add_argument("-r", "--repeat", type=int, default=1, help="runs each; the best counts")
     parser.add_argument("--peer", choices=["dlt"], help="also run this peer where installed")
+    parser.add_argument(
+        "--peer-python", default=PY, help="interpreter that has the peer installed (a venv)"
+    )
+    parser.add_argument(
+        "--peer-scenarios", default="S1,S2", help="scenarios the peer runs (it is slow)"
+    )
     args = parser.parse_args()
     names = args.scenario or sorted(SCENARIOS)
     results: dict[str, dict[str, Any]] = {}
@@ -202,8 +217,8 @@ def main() -> int:
                 row["project"] = best(project)
                 row["floor"] = best(floor) if floor else None
                 row["served"] = {k: after[k] - before[k] for k in after if k != "max_in_flight"}
-                if args.peer == "dlt":
-                    row["dlt"] = run_dlt(s, url, work)
+                if args.peer == "dlt" and name in args.peer_scenarios.split(","):
+                    row["dlt"] = run_dlt(s, url, work, args.peer_python)
                 results[name] = row
     return report(results)
 
@@ -224,6 +239,14 @@ def report(results: dict[str, dict[str, Any]]) -> int:
         if d:
             ratio += f", {d.wall_s / p.wall_s:.1f}x faster than dlt"
         print(f"{name:4} {fmt(p)} | {fmt(f)} | {fmt(d)} | {ratio}")
+    print("\nin-process run seconds (without interpreter start-up and imports)")
+    for name, row in results.items():
+        cells = [
+            f"{key} {m.extra['run_s']:.2f}"
+            for key in ("project", "floor", "dlt")
+            if (m := row.get(key)) is not None
+        ]
+        print(f"{name:4} " + ", ".join(cells))
     checks: list[tuple[str, bool, str]] = []
     r = results
     if "S1" in r and r["S1"]["floor"]:

@@ -22,8 +22,11 @@ BUSINESS_FIELDS: Final[tuple[tuple[str, tuple[tuple[str, float], ...]], ...]] = 
 )
 # Exactly one @, a non-empty local part, a dotted domain with no empty label, no whitespace.
 _EMAIL: Final = re.compile(r"[^@\s]+@([^@\s.]+(?:\.[^@\s.]+)+)").fullmatch
-# http(s)://, optional userinfo, a host that is not empty (nor just a port), no whitespace.
-_AVATAR: Final = re.compile(r"https?://(?:[^/?#\s@]*@)?[^/?#\s:@][^/?#\s]*(?:[/?#]\S*)?").fullmatch
+# http(s)://, then a host (not empty, not just a port), no whitespace; userinfo is checked
+# apart, since it is rare and a pattern for it costs every URL.
+_AVATAR: Final = re.compile(r"https?://[^\s/?#@:]\S*").fullmatch
+_AUTHORITY_END: Final = re.compile(r"[/?#]").split
+_USERINFO_HOST: Final = re.compile(r"https?://[^/?#@]*@[^\s/?#@:][^\s/?#]*(?:[/?#]\S*)?").fullmatch
 
 
 class Rejected(Exception):
@@ -64,6 +67,8 @@ def email_domain(email: str) -> str | None:
 
 def is_valid_avatar(url: str) -> bool:
     """An http or https URL with a host (``url`` already trimmed)."""
+    if "@" in url and "@" in _AUTHORITY_END(url.partition("://")[2], 1)[0]:
+        return _USERINFO_HOST(url) is not None
     return _AVATAR(url) is not None
 
 
@@ -140,7 +145,7 @@ def validate_and_score(raw: Any) -> dict[str, Any]:
 
     avatar = raw.get("avatar")
     if isinstance(avatar, str) and (avatar := avatar.strip()):
-        if _AVATAR(avatar) is None:
+        if not is_valid_avatar(avatar):
             issues.append("avatar:invalid")
     else:
         issues.append(_missing_or_invalid("avatar", avatar))

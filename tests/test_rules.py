@@ -101,6 +101,10 @@ def test_email_rules(email: str, domain: str | None) -> None:
         ("example.com/a.png", False),
         ("javascript:alert(1)", False),
         ("http://:80/x", False),
+        ("http://user:pw@host:8080/p?q#f", True),
+        ("http://x/@y", True),
+        ("http://user@", False),
+        ("http://u@:80/x", False),
     ],
 )
 def test_avatar_rules(url: str, valid: bool) -> None:
