@@ -8,17 +8,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import click
 import orjson
 
 from ._version import __version__
-from .errors import ConfigError, PipelineError
+from .errors import CheckpointError, ConfigError, Interrupted, PipelineError
 from .logs import LOGGER_NAME, RedactingFilter
-from .pipeline import RunResult, run_pipeline
+from .pipeline import REPORTED, RunResult, run_pipeline
 from .settings import Settings, load_settings
 from .stages import Progress
 
@@ -215,31 +216,67 @@ Exit codes: 0 done, 1 failed, 2 bad usage or settings, 3 finished with failed pa
     help="Log level.  [default: INFO]",
 )
 @click.option(
+    "--insecure",
+    is_flag=True,
+    help="Do not verify TLS certificates (a test server you trust only; loudly warned).",
+)
+@click.option(
     "--simulate",
     is_flag=True,
     help="Serve the built-in simulator on a free loopback port for this run (offline).",
 )
 @click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an interrupted or incomplete run from its checkpoint in the output folder.",
+)
+@click.option("--restart", is_flag=True, help="Discard an unfinished run's checkpoint first.")
+@click.option("--keep-checkpoint", is_flag=True, help="Keep the checkpoint after a complete run.")
+@click.option(
     "--progress/--no-progress",
     default=None,
     help="Progress bar (default: on when stderr is a terminal).",
 )
-def run(simulate: bool, progress: bool | None, **options: Any) -> None:
+def run(
+    simulate: bool,
+    progress: bool | None,
+    insecure: bool,
+    resume: bool,
+    restart: bool,
+    keep_checkpoint: bool,
+    **options: Any,
+) -> None:
     """Fetch every customer, score and enrich them, and write the JSON outputs."""
+    if resume and restart:
+        click.echo("error: --resume and --restart contradict each other; pick one", err=True)
+        sys.exit(EXIT_USAGE)
     try:
-        settings = load_settings(**options)
+        settings = load_settings(**options, verify_tls=False if insecure else None)
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
+    if not settings.verify_tls:
+        click.secho(
+            "WARNING: TLS certificate verification is OFF: anyone between you and the API "
+            "can read and change the data and the API key.",
+            err=True,
+            fg="red",
+            bold=True,
+        )
     show_bar = sys.stderr.isatty() if progress is None else progress
-    sys.exit(asyncio.run(_run(settings, simulate=simulate, show_bar=show_bar)))
+    modes = _Modes(resume=resume, restart=restart, keep_checkpoint=keep_checkpoint)
+    sys.exit(asyncio.run(_run(settings, simulate=simulate, show_bar=show_bar, modes=modes)))
 
 
-async def _run(settings: Settings, *, simulate: bool, show_bar: bool) -> int:
+async def _run(settings: Settings, *, simulate: bool, show_bar: bool, modes: _Modes) -> int:
     from rich.console import Console
 
     console = Console(stderr=True)
     handler = _stderr_logging(settings, console if show_bar else None)
+    if not settings.verify_tls:
+        logging.getLogger(LOGGER_NAME).warning("TLS certificate verification is OFF")
+    stopper = _Stopper()
+    stopper.install()
     try:
         if simulate:
             from .simulator import SimulatorConfig, serve
@@ -247,24 +284,70 @@ async def _run(settings: Settings, *, simulate: bool, show_bar: bool) -> int:
             async with serve(SimulatorConfig()) as (url, _):
                 settings = settings.model_copy(update={"base_url": url})
                 console.print(f"Simulator serving on {url}", highlight=False)
-                result = await _run_with_progress(settings, console, show_bar)
+                result = await _run_with_progress(settings, console, show_bar, modes, stopper)
         else:
-            result = await _run_with_progress(settings, console, show_bar)
-    except ConfigError as exc:
+            result = await _run_with_progress(settings, console, show_bar, modes, stopper)
+    except (ConfigError, CheckpointError) as exc:
         click.echo(f"error: {exc}", err=True)
         return EXIT_USAGE
+    except Interrupted as exc:
+        click.echo(f"{exc}", err=True)
+        return 128 + (stopper.signal or signal.SIGINT)
     except PipelineError as exc:
         click.echo(f"error: {exc}", err=True)
         return EXIT_FAILED
     finally:
+        stopper.uninstall()
         logging.getLogger(LOGGER_NAME).removeHandler(handler)
     _print_summary(result)
     return result.exit_code
 
 
-async def _run_with_progress(settings: Settings, console: Any, show_bar: bool) -> RunResult:
+class _Modes(TypedDict):
+    """How a run treats its checkpoint."""
+
+    resume: bool
+    restart: bool
+    keep_checkpoint: bool
+
+
+class _Stopper:
+    """SIGINT/SIGTERM: the first asks the run to stop gracefully, a second cancels it."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.signal: int | None = None
+        self._task: asyncio.Task[Any] | None = None
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def uninstall(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: int) -> None:
+        if self.event.is_set() and self._task is not None:
+            self._task.cancel()  # asked twice: stop now
+            return
+        self.signal = sig
+        click.echo(
+            f"\n{signal.Signals(sig).name}: finishing the pages in flight (a second signal "
+            "stops at once)",
+            err=True,
+        )
+        self.event.set()
+
+
+async def _run_with_progress(
+    settings: Settings, console: Any, show_bar: bool, modes: _Modes, stopper: _Stopper
+) -> RunResult:
     if not show_bar:
-        return await run_pipeline(settings)
+        return await run_pipeline(settings, stop=stopper.event, **modes)
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -299,7 +382,7 @@ async def _run_with_progress(settings: Settings, console: Any, show_bar: bool) -
                 failed=p.failed_pages,
             )
 
-        return await run_pipeline(settings, on_progress=update)
+        return await run_pipeline(settings, on_progress=update, stop=stopper.event, **modes)
 
 
 def _stderr_logging(settings: Settings, console: Any | None) -> logging.Handler:
@@ -314,6 +397,8 @@ def _stderr_logging(settings: Settings, console: Any | None) -> logging.Handler:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         handler.setLevel(settings.log_level)
     handler.addFilter(RedactingFilter([settings.api_key.get_secret_value()]))
+    # Errors raised to us are printed once, cleanly, by the command itself.
+    handler.addFilter(lambda record: not getattr(record, REPORTED, False))
     logging.getLogger(LOGGER_NAME).addHandler(handler)
     return handler
 

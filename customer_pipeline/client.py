@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from http.cookiejar import CookieJar
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import aiohttp
 import anyio
@@ -58,6 +58,14 @@ TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
 RETRYABLE: tuple[type[Exception], ...] = (RetryableError, *TRANSPORT_ERRORS)
 
 
+class StopSignal(Protocol):
+    """Something to ask a run to stop: an asyncio.Event or an anyio.Event."""
+
+    def is_set(self) -> bool: ...
+
+    async def wait(self) -> Any: ...
+
+
 @dataclass(slots=True)
 class Page:
     """One listing page as the API sent it: its number and its raw records."""
@@ -65,7 +73,7 @@ class Page:
     number: int
     records: list[Any]
     total_pages: int | None
-    size: int = 0
+    body: bytes = b""  # as received, for the checkpoint
 
 
 @dataclass
@@ -184,12 +192,19 @@ def parse_envelope(body: bytes, *, url: str, per_page: int) -> tuple[list[Any], 
 class _PagePlan:
     """Which page to fetch next; total_pages may grow (or be unknown) while paging."""
 
-    def __init__(self, total: int | None, skip: Collection[int], max_pages: int) -> None:
+    def __init__(
+        self,
+        total: int | None,
+        skip: Collection[int],
+        max_pages: int,
+        stop: StopSignal | None = None,
+    ) -> None:
         self.max_pages = max_pages
-        self.total = total
+        self.total: int | None = None
         self.skip = skip
+        self.stop = stop
         self._next = 2
-        self.capped = False
+        self._warned = False
         if total is not None:
             self.observe_total(total)
 
@@ -197,6 +212,8 @@ class _PagePlan:
         return self.max_pages if self.total is None else self.total
 
     def claim(self) -> int | None:
+        if self.stop is not None and self.stop.is_set():
+            return None  # asked to stop: no new pages, in-flight ones finish
         while self._next <= self._limit():
             number = self._next
             self._next += 1
@@ -209,12 +226,17 @@ class _PagePlan:
 
     def observe_total(self, total: int) -> None:
         if total > self.max_pages:
-            if not self.capped:
+            # A bogus total (10**9) must not become 10**9 requests: page until the first
+            # empty page instead, never past max_pages.
+            if not self._warned:
                 log.warning(
-                    "API reports %d pages; fetching only max_pages=%d", total, self.max_pages
+                    "API reports %d pages, more than max_pages=%d: ignoring it and paging "
+                    "until the first empty page",
+                    total,
+                    self.max_pages,
                 )
-            self.capped = True
-            total = self.max_pages
+            self._warned = True
+            return
         if self.total is None or total > self.total:
             self.total = total
 
@@ -436,7 +458,7 @@ class ReqresClient:
                 self.stats.failures["invalid_body"] += 1
                 raise
             self.stats.successes += 1
-            return Page(number, records, total_pages, len(body))
+            return Page(number, records, total_pages, body)
         self.stats.failures[str(status)] += 1
         if status == 429:
             self.stats.rate_limited += 1
@@ -478,16 +500,19 @@ class ReqresClient:
 
     # -- every page ------------------------------------------------------------------------
 
-    async def iter_pages(self, *, skip: Collection[int] = ()) -> AsyncIterator[Page]:
+    async def iter_pages(
+        self, *, skip: Collection[int] = (), stop: StopSignal | None = None
+    ) -> AsyncIterator[Page]:
         """Yield page 1, then pages 2..total_pages as they arrive (concurrently).
 
         Pages in ``skip`` are not fetched (page 1 is always fetched, to learn the total, but
         not yielded when skipped). A page that fails after its retries is recorded in
         ``failed_pages`` and the others go on; an error that no retry can fix (401, 400, a
-        404 on page 1) ends the iteration by raising it.
+        404 on page 1) ends the iteration by raising it. Once ``stop`` is set no new page is
+        started; the iteration ends when the pages in flight are in.
         """
         first = await self.fetch_page(1)
-        plan = _PagePlan(first.total_pages, skip, self.settings.max_pages)
+        plan = _PagePlan(first.total_pages, skip, self.settings.max_pages, stop)
         if first.total_pages is None and not first.records:
             plan.total = 1
         self.total_pages = plan.total

@@ -12,6 +12,8 @@
     │   └── ResponseTooLargeError the body exceeds ``max_response_bytes``
     ├── PageFetchError           a page still failed after every retry (page, cause)
     │   └── ApiUnreachableError  page 1 failed: nothing can be fetched (url)
+    ├── CheckpointError          an unfinished run is in the way, or resuming would change it
+    ├── Interrupted              stopped on request (SIGINT/SIGTERM); the checkpoint is kept
     └── OutputError              an output file could not be written
 
 Messages name the URL, the page and the fix; they never contain the API key.
@@ -81,6 +83,18 @@ class PageFetchError(PipelineError):
 
 class ApiUnreachableError(PageFetchError):
     """The first page could not be fetched, so nothing can be."""
+
+
+class CheckpointError(PipelineError):
+    """The checkpoint cannot be used as asked (an unfinished run, or changed settings)."""
+
+
+class Interrupted(PipelineError):
+    """The run was asked to stop; completed pages stay in the checkpoint for --resume."""
+
+    def __init__(self, message: str, *, pages_recorded: int) -> None:
+        super().__init__(message)
+        self.pages_recorded = pages_recorded
 
 
 class OutputError(PipelineError):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,10 @@ import anyio
 import httpx
 
 from ._version import __version__
-from .client import Page, ReqresClient
+from .checkpoint import Checkpoint
+from .client import Page, ReqresClient, StopSignal
 from .dedup import SortedSpool
-from .errors import PageFetchError, PipelineError
+from .errors import Interrupted, PageFetchError, PipelineError
 from .logs import run_logging
 from .report import business_summary, export_metadata, quality_summary, utc_now
 from .rules import Rejected, process
@@ -34,11 +36,13 @@ from .writer import (
     REJECTED_FILE,
     REPORT_FILE,
     RejectedWriter,
+    exclusive_folder,
     write_customers,
     write_json,
 )
 
 log = logging.getLogger("customer_pipeline.pipeline")
+REPORTED = "reported_to_caller"  # LogRecord attribute: the error is also raised to the caller
 
 
 @dataclass(frozen=True)
@@ -62,28 +66,127 @@ class RunResult:
         return 0 if self.complete else 3
 
 
+STOP_GRACE_S = 1.0
+
+
 async def run_pipeline(
     settings: Settings,
     *,
     http: httpx.AsyncClient | None = None,
     on_progress: ProgressCallback | None = None,
+    resume: bool = False,
+    restart: bool = False,
+    keep_checkpoint: bool = False,
+    stop: StopSignal | None = None,
 ) -> RunResult:
     """Fetch, validate, score, enrich and deduplicate every customer; write the outputs.
 
     Pages that fail after every retry do not stop the run: the result says ``complete=False``
     and lists them. Errors no retry can fix (bad key, wrong URL) raise a PipelineError.
+
+    Every completed page is recorded in a checkpoint in the output folder as it arrives.
+    A complete run deletes it (unless ``keep_checkpoint``); an incomplete, failed or
+    interrupted one keeps it, and ``resume=True`` then fetches only the pages it lacks.
+    ``restart=True`` discards it. Once ``stop`` is set, no new page is started and the run
+    raises Interrupted when the pages in flight are in (or after a second at most).
     """
     secret = settings.api_key.get_secret_value()
-    with run_logging(settings.log_path, settings.log_level, [secret]):
+    with (
+        run_logging(settings.log_path, settings.log_level, [secret]),
+        _reported(),
+        exclusive_folder(settings.output_dir),
+    ):
+        checkpoint = Checkpoint.open(settings, resume=resume, restart=restart)
+        done = False
         try:
-            return await _run(settings, http, on_progress)
-        except PipelineError as exc:
-            log.error("run failed: %s", exc)
-            raise
+            result = await _run(settings, http, on_progress, checkpoint, stop)
+            done = True
+        finally:
+            if done and result.complete and not keep_checkpoint:
+                checkpoint.discard()
+            elif not done and len(checkpoint) == 0:
+                checkpoint.discard()  # nothing worth resuming
+            else:
+                pages = len(checkpoint)
+                checkpoint.close()
+                log.info("checkpoint kept: %s (%d pages)", checkpoint.path, pages)
+        return result
+
+
+@contextlib.contextmanager
+def _reported() -> Iterator[None]:
+    """Log a PipelineError once, marked so a front end that shows it itself can skip it."""
+    try:
+        yield
+    except Interrupted as exc:
+        log.warning("%s", exc, extra={REPORTED: True})
+        raise
+    except PipelineError as exc:
+        log.error("run failed: %s", exc, extra={REPORTED: True})
+        raise
+
+
+async def _stages(
+    settings: Settings,
+    client: ReqresClient,
+    checkpoint: Checkpoint,
+    counters: StageCounters,
+    rejected: RejectedWriter,
+    spool: SortedSpool,
+    on_progress: ProgressCallback | None,
+    stop: StopSignal | None,
+) -> None:
+    """Run the four stages in one task group until the last page is spooled."""
+    buffer = max(2, settings.concurrency)
+    pages_tx, pages_rx = anyio.create_memory_object_stream[Page](buffer)
+    scored_tx, scored_rx = anyio.create_memory_object_stream[Batch](buffer)
+    enriched_tx, enriched_rx = anyio.create_memory_object_stream[Batch](buffer)
+    finished = anyio.Event()
+
+    async def last_stage() -> None:
+        await dedup_stage(enriched_rx, spool, counters)
+        finished.set()
+
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(fetch_stage, client, pages_tx, counters, on_progress, checkpoint, stop)
+            group.start_soon(validate_stage, pages_rx, scored_tx, rejected, counters)
+            group.start_soon(enrich_stage, scored_rx, enriched_tx, settings.seed, counters)
+            group.start_soon(last_stage)
+            if stop is not None:
+                group.start_soon(_cancel_after_stop, stop, finished, group.cancel_scope)
+    except BaseExceptionGroup as group_error:
+        raise _first_error(group_error) from None
+
+
+async def _cancel_after_stop(
+    stop: StopSignal, finished: anyio.Event, stages: anyio.CancelScope
+) -> None:
+    """Once ``stop`` is set, give the pages in flight STOP_GRACE_S, then cancel the stages."""
+    async with anyio.create_task_group() as watch:
+
+        async def on_stop() -> None:
+            await stop.wait()
+            log.warning("stopping: no new pages; waiting up to %.0fs for those in flight",
+                        STOP_GRACE_S)  # fmt: skip
+            with anyio.move_on_after(STOP_GRACE_S):
+                await finished.wait()
+            stages.cancel()
+
+        async def on_finish() -> None:
+            await finished.wait()
+            watch.cancel_scope.cancel()
+
+        watch.start_soon(on_stop)
+        watch.start_soon(on_finish)
 
 
 async def _run(
-    settings: Settings, http: httpx.AsyncClient | None, on_progress: ProgressCallback | None
+    settings: Settings,
+    http: httpx.AsyncClient | None,
+    on_progress: ProgressCallback | None,
+    checkpoint: Checkpoint,
+    stop: StopSignal | None,
 ) -> RunResult:
     out = settings.output_dir
     started_at = utc_now()
@@ -100,20 +203,17 @@ async def _run(
     counters = StageCounters()
     rejected = RejectedWriter(out / REJECTED_FILE)
     spool = SortedSpool(out)
-    buffer = max(2, settings.concurrency)
     try:
         async with ReqresClient(settings, http=http) as client:
-            pages_tx, pages_rx = anyio.create_memory_object_stream[Page](buffer)
-            scored_tx, scored_rx = anyio.create_memory_object_stream[Batch](buffer)
-            enriched_tx, enriched_rx = anyio.create_memory_object_stream[Batch](buffer)
-            try:
-                async with anyio.create_task_group() as group:
-                    group.start_soon(fetch_stage, client, pages_tx, counters, on_progress)
-                    group.start_soon(validate_stage, pages_rx, scored_tx, rejected, counters)
-                    group.start_soon(enrich_stage, scored_rx, enriched_tx, settings.seed, counters)
-                    group.start_soon(dedup_stage, enriched_rx, spool, counters)
-            except BaseExceptionGroup as group_error:
-                raise _first_error(group_error) from None
+            await _stages(settings, client, checkpoint, counters, rejected, spool, on_progress,
+                          stop)  # fmt: skip
+        if stop is not None and stop.is_set():
+            recorded = len(checkpoint)
+            raise Interrupted(
+                f"interrupted: {recorded} pages are saved in {checkpoint.path}; run the same "
+                "command again with --resume to finish",
+                pages_recorded=recorded,
+            )
         fetched_at = time.perf_counter()
         failed_pages = sorted(client.failed_pages)
         complete = not failed_pages
@@ -147,6 +247,7 @@ async def _run(
             "elapsed_s": round(elapsed, 3),
             "complete": complete,
             "failed_pages": failed_pages,
+            "resumed_pages": counters.replayed_pages,
             "source": settings.base_url,
             "seed": settings.seed,
             "pipeline_version": __version__,

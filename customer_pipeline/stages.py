@@ -17,7 +17,8 @@ import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._streams import items, put
-from .client import Page, ReqresClient
+from .checkpoint import Checkpoint
+from .client import Page, ReqresClient, StopSignal
 from .dedup import SortedSpool, summary_code
 from .rules import Rejected, enrich, validate_and_score
 from .writer import RejectedWriter
@@ -52,6 +53,7 @@ class StageCounters:
 
     raw_records: int = 0
     rejected: int = 0
+    replayed_pages: int = 0
     seconds: dict[str, float] = field(
         default_factory=lambda: {"fetch": 0.0, "validate": 0.0, "enrich": 0.0, "dedup": 0.0}
     )
@@ -65,38 +67,69 @@ async def fetch_stage(
     send: MemoryObjectSendStream[Page],
     counters: StageCounters,
     on_progress: ProgressCallback | None = None,
+    checkpoint: Checkpoint | None = None,
+    stop: StopSignal | None = None,
 ) -> None:
-    """Pages from the client, as they arrive."""
+    """Pages recorded by an earlier attempt first, then the rest from the API as they arrive.
+
+    Each fetched page is recorded in the checkpoint before it moves on.
+    """
     started = time.perf_counter()
-    last_log = started
-    pages = 0
+    progress = _ProgressLog(client, counters, on_progress)
+    done: set[int] = set()
     async with send:
-        async for page in client.iter_pages():
-            pages += 1
+        if checkpoint is not None and checkpoint.resumed:
+            for page in checkpoint.replay(client.settings.per_page):
+                done.add(page.number)
+                counters.replayed_pages += 1
+                counters.raw_records += len(page.records)
+                progress.page_done()
+                await put(send, page)
+        async for page in client.iter_pages(skip=done, stop=stop):
+            if checkpoint is not None:
+                checkpoint.record(page)
             counters.raw_records += len(page.records)
-            now = time.perf_counter()
-            snapshot = Progress(
-                pages,
-                client.total_pages,
-                counters.raw_records,
-                client.stats.retries,
-                client.stats.rate_limited,
-                len(client.failed_pages),
-            )
-            if on_progress is not None:
-                on_progress(snapshot)
-            if now - last_log >= PROGRESS_LOG_EVERY_S:
-                last_log = now
-                log.info(
-                    "progress: %d/%s pages, %d records, %d retries, %d failed pages",
-                    pages,
-                    client.total_pages if client.total_pages is not None else "?",
-                    snapshot.records,
-                    snapshot.retries,
-                    snapshot.failed_pages,
-                )
+            progress.page_done()
             await put(send, page)
     counters.seconds["fetch"] = time.perf_counter() - started
+
+
+class _ProgressLog:
+    """Progress to a callback after every page, and to the log every few seconds."""
+
+    def __init__(
+        self, client: ReqresClient, counters: StageCounters, callback: ProgressCallback | None
+    ) -> None:
+        self.client = client
+        self.counters = counters
+        self.callback = callback
+        self.pages = 0
+        self.last_log = time.perf_counter()
+
+    def page_done(self) -> None:
+        self.pages += 1
+        client = self.client
+        snapshot = Progress(
+            self.pages,
+            client.total_pages,
+            self.counters.raw_records,
+            client.stats.retries,
+            client.stats.rate_limited,
+            len(client.failed_pages),
+        )
+        if self.callback is not None:
+            self.callback(snapshot)
+        now = time.perf_counter()
+        if now - self.last_log >= PROGRESS_LOG_EVERY_S:
+            self.last_log = now
+            log.info(
+                "progress: %d/%s pages, %d records, %d retries, %d failed pages",
+                snapshot.pages_done,
+                snapshot.pages_total if snapshot.pages_total is not None else "?",
+                snapshot.records,
+                snapshot.retries,
+                snapshot.failed_pages,
+            )
 
 
 def score_page(page: Page, rejected: RejectedWriter) -> Batch:

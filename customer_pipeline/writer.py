@@ -18,6 +18,7 @@ from .errors import OutputError
 CUSTOMERS_FILE = "processed_customers.json"
 REPORT_FILE = "summary_report.json"
 REJECTED_FILE = "rejected_records.jsonl"
+LOCK_FILE = ".lock"
 _BUFFER = 1 << 20
 
 
@@ -138,3 +139,30 @@ def _copy(source: IO[bytes], target: IO[bytes]) -> None:
         target.seek(start)
     source.seek(0)
     shutil.copyfileobj(source, target, _BUFFER)
+
+
+@contextlib.contextmanager
+def exclusive_folder(folder: Path) -> Iterator[None]:
+    """Hold the output folder for one run; a second run on it gets a clear OutputError.
+
+    Also removes temp files a killed run left behind (they are never the real outputs).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    lock_path = folder / LOCK_FILE
+    with open(lock_path, "a+b") as lock:
+        try:
+            import fcntl
+
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # pragma: no cover - no flock on this platform; run unguarded
+            pass
+        except OSError:
+            raise OutputError(
+                f"another customer-pipeline run is using {folder}; wait for it or pick "
+                "another --output-dir"
+            ) from None
+        for name in (CUSTOMERS_FILE, REPORT_FILE, REJECTED_FILE):
+            for stale in folder.glob(f".{name}.*.tmp"):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+        yield
