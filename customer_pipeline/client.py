@@ -205,8 +205,7 @@ class _PagePlan:
         self.stop = stop
         self._next = 2
         self._warned = False
-        if total is not None:
-            self.observe_total(total)
+        self.observe_total(total)
 
     def _limit(self) -> int:
         return self.max_pages if self.total is None else self.total
@@ -224,8 +223,8 @@ class _PagePlan:
     def remaining(self) -> int:
         return max(0, self._limit() - self._next + 1)
 
-    def observe_total(self, total: int) -> None:
-        if total > self.max_pages:
+    def observe_total(self, total: int | None) -> None:
+        if total is not None and total > self.max_pages:
             # A bogus total (10**9) must not become 10**9 requests: page until the first
             # empty page instead, never past max_pages.
             if not self._warned:
@@ -237,13 +236,13 @@ class _PagePlan:
                 )
             self._warned = True
             return
-        if self.total is None or total > self.total:
+        if total is not None and (self.total is None or total > self.total):
             self.total = total
 
     def observe(self, page: Page) -> None:
-        if page.total_pages is not None:
-            self.observe_total(page.total_pages)
-        elif not page.records and (self.total is None or page.number <= self.total):
+        self.observe_total(page.total_pages)
+        trusted = page.total_pages is not None and page.total_pages <= self.max_pages
+        if not trusted and not page.records and (self.total is None or page.number <= self.total):
             # Unknown length: the first empty page marks the end.
             self.total = page.number - 1
 
@@ -513,7 +512,7 @@ class ReqresClient:
         """
         first = await self.fetch_page(1)
         plan = _PagePlan(first.total_pages, skip, self.settings.max_pages, stop)
-        if first.total_pages is None and not first.records:
+        if plan.total is None and not first.records:
             plan.total = 1
         self.total_pages = plan.total
         send, receive = anyio.create_memory_object_stream[Page | BaseException](
@@ -573,7 +572,12 @@ def _describe(exc: BaseException | None) -> str:
     """A short, key-free description of a failure."""
     if exc is None:
         return "unknown error"
+    if isinstance(exc, InvalidBodyError):
+        return "a body that is not a reqres listing (truncated or not JSON)"
+    if isinstance(exc, RateLimitedError):
+        after = f", Retry-After {exc.retry_after:g}s" if exc.retry_after is not None else ""
+        return f"HTTP 429{after}"
     if isinstance(exc, ApiError):
-        return str(exc).split(" from ", 1)[0] if exc.status else str(exc)
+        return f"HTTP {exc.status}" if exc.status else str(exc)
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,221 @@
+"""Checkpoint and resume: kill -9, incomplete runs, signals, refused resumes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import respx
+
+from customer_pipeline import CheckpointError, run_pipeline
+from customer_pipeline.checkpoint import CHECKPOINT_FILE
+from customer_pipeline.simulator import Dataset
+
+from .conftest import BASE_URL, SECRET_KEY, fast_settings
+from .reference import expected_customers
+
+SIM_ARGS = ["--total", "3000", "--per-page", "6", "--latency-ms", "15", "--rate-limit", "0",
+            "--failure-rate", "0.2", "--dirty-rate", "0.1", "--duplicate-rate", "0.05",
+            "--truncate-rate", "0.01", "--drop-rate", "0.01"]  # fmt: skip
+
+
+@pytest.fixture
+def simulator_url() -> Iterator[str]:
+    """A simulator in its own process (so killing the pipeline does not kill it)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "customer_pipeline", "simulate", "--port", "0", *SIM_ARGS],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def run_args(url: str, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "customer_pipeline", "run", "--base-url", url,
+            "--output-dir", str(out), "--concurrency", "4", "--rate-limit", "0",
+            "--backoff-base", "0.01", "--backoff-max", "0.05", "--max-retries", "12",
+            "--no-progress", "--api-key", SECRET_KEY, *extra]  # fmt: skip
+
+
+def customers(out: Path) -> list[dict[str, Any]]:
+    return orjson.loads((out / "processed_customers.json").read_bytes())["customers"]  # type: ignore[no-any-return]
+
+
+def wait_for_pages(out: Path, at_least: int, timeout: float = 30) -> None:
+    """Until the checkpoint holds ``at_least`` pages (read from its own connection)."""
+    import sqlite3
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with sqlite3.connect(out / CHECKPOINT_FILE) as db:
+                if db.execute("SELECT count(*) FROM pages").fetchone()[0] >= at_least:
+                    return
+        except sqlite3.Error:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"checkpoint never reached {at_least} pages")
+
+
+def test_kill_9_then_resume_gives_the_uninterrupted_customers(
+    simulator_url: str, tmp_path: Path
+) -> None:
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(run_args(simulator_url, killed), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for_pages(killed, 150)  # of 500: well under way
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "processed_customers.json").exists()
+
+    refused = subprocess.run(run_args(simulator_url, killed), capture_output=True, text=True)
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+
+    resumed = subprocess.run(run_args(simulator_url, killed, "--resume"), capture_output=True,
+                             text=True, timeout=120)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    report = orjson.loads((killed / "summary_report.json").read_bytes())
+    assert report["run"]["resumed_pages"] >= 150
+    assert report["api"]["pages_fetched"] <= 500 - 150 + 1  # only what was missing (+ page 1)
+    assert not (killed / CHECKPOINT_FILE).exists()  # cleaned up once complete
+    assert [p.name for p in killed.glob(".*.tmp")] == []  # the killed run's temp files too
+
+    whole = tmp_path / "whole"
+    subprocess.run(run_args(simulator_url, whole), check=True, capture_output=True, timeout=120)
+    assert customers(killed) == customers(whole)
+    assert customers(whole) == expected_customers(Dataset(3000, 42, 0.1, 0.05), 6, seed=42)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_stops_cleanly_keeps_the_checkpoint_and_resume_finishes(
+    simulator_url: str, tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.Popen(run_args(simulator_url, out), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for_pages(out, 40)
+        sent = time.monotonic()
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=15)
+        stopped_in = time.monotonic() - sent
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err
+    assert stopped_in < 5  # in-flight pages get a second; start-up and shutdown the rest
+    assert "--resume" in err
+    assert (out / CHECKPOINT_FILE).exists()
+    assert not (out / "processed_customers.json").exists()
+    resumed = subprocess.run(run_args(simulator_url, out, "--resume"), capture_output=True,
+                             text=True, timeout=120)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert customers(out) == expected_customers(Dataset(3000, 42, 0.1, 0.05), 6, seed=42)
+
+
+def pages_api(failing: set[int], seen: list[int], total_pages: int = 8) -> respx.MockRouter:
+    """6 users a page; pages in ``failing`` answer 500 while they are in it."""
+    router = respx.mock(assert_all_called=False)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        page = int(request.url.params["page"])
+        seen.append(page)
+        if page in failing:
+            return httpx.Response(500)
+        users = [
+            {
+                "id": i,
+                "email": f"u{i}@x.io",
+                "first_name": "A",
+                "last_name": "B",
+                "avatar": "https://x.io/a.png",
+            }
+            for i in range(page * 6 - 5, page * 6 + 1)
+        ]
+        return httpx.Response(200, json={"total_pages": total_pages, "data": users})
+
+    router.get(f"{BASE_URL}/api/users").mock(side_effect=answer)
+    return router
+
+
+async def test_incomplete_run_resumes_only_the_failed_pages(tmp_path: Path) -> None:
+    failing = {3, 5}
+    seen: list[int] = []
+    settings = fast_settings(output_dir=tmp_path, max_retries=1)
+    with pages_api(failing, seen):
+        first = await run_pipeline(settings)
+        assert first.exit_code == 3 and first.failed_pages == [3, 5]
+        assert (tmp_path / CHECKPOINT_FILE).exists()  # kept for --resume
+        failing.clear()  # the API recovers
+        seen.clear()
+        second = await run_pipeline(settings, resume=True)
+    assert second.complete and second.exit_code == 0
+    assert sorted(seen) == [1, 3, 5]  # page 1 to learn the total, then just the missing ones
+    assert [c["customer_id"] for c in customers(tmp_path)] == list(range(1, 49))
+    assert not (tmp_path / CHECKPOINT_FILE).exists()
+
+
+@pytest.mark.parametrize(
+    "change", [{"per_page": 7}, {"seed": 43}, {"base_url": "http://other.test"}]
+)
+async def test_resume_with_settings_that_change_the_result_is_refused(
+    tmp_path: Path, change: dict[str, Any]
+) -> None:
+    with pages_api({4}, []):
+        await run_pipeline(fast_settings(output_dir=tmp_path, max_retries=0))
+    name = next(iter(change))
+    with pytest.raises(CheckpointError, match=f"{name} was"):
+        await run_pipeline(fast_settings(output_dir=tmp_path, **change), resume=True)
+
+
+async def test_restart_discards_and_keep_checkpoint_keeps(tmp_path: Path) -> None:
+    with pages_api({4}, []):
+        await run_pipeline(fast_settings(output_dir=tmp_path, max_retries=0))
+    with pytest.raises(CheckpointError, match="unfinished run"), pages_api(set(), []):
+        await run_pipeline(fast_settings(output_dir=tmp_path))
+    with pages_api(set(), []):
+        result = await run_pipeline(
+            fast_settings(output_dir=tmp_path), restart=True, keep_checkpoint=True
+        )
+    assert result.complete
+    assert (tmp_path / CHECKPOINT_FILE).exists()
+
+
+async def test_a_second_run_on_the_same_folder_is_refused(tmp_path: Path) -> None:
+    from customer_pipeline import OutputError
+    from customer_pipeline.writer import exclusive_folder
+
+    with (
+        exclusive_folder(tmp_path),
+        pytest.raises(OutputError, match="another"),
+        pages_api(set(), []),
+    ):
+        await run_pipeline(fast_settings(output_dir=tmp_path))
+
+
+def test_checkpoint_holds_no_key(simulator_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    subprocess.run(run_args(simulator_url, out, "--keep-checkpoint"), check=True,
+                   capture_output=True, timeout=120)  # fmt: skip
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert any(p.name.startswith(CHECKPOINT_FILE) for p in files)
+    for path in files:
+        assert SECRET_KEY.encode() not in path.read_bytes(), path
+    assert os.path.getsize(out / "pipeline.log") > 0

@@ -1,0 +1,120 @@
+"""The key stays home: no redirects with it, TLS verified, nowhere in logs or files."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from click.testing import CliRunner
+
+from customer_pipeline import ApiError, PipelineError, ReqresClient, run_pipeline
+from customer_pipeline.cli import main
+from customer_pipeline.client import make_http_client
+
+from .conftest import SECRET_KEY, fast_settings
+
+
+@pytest.fixture
+async def two_servers() -> Any:
+    """Server A redirects every request to server B, which records what reaches it."""
+    reached: list[dict[str, str]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        reached.append(dict(request.headers))
+        return web.json_response({"total_pages": 1, "data": [{"id": 1}]})
+
+    app_b = web.Application()
+    app_b.router.add_get("/{tail:.*}", record)
+    runner_b = web.AppRunner(app_b, access_log=None)
+    await runner_b.setup()
+    site_b = web.TCPSite(runner_b, "127.0.0.1", 0)
+    await site_b.start()
+    port_b = runner_b.addresses[0][1]
+    targets = {"port": f"http://127.0.0.1:{port_b}/api/users?page=1",
+               "host": f"http://localhost:{port_b}/api/users?page=1",
+               "scheme": f"https://127.0.0.1:{port_b}/api/users?page=1"}  # fmt: skip
+    where = {"to": targets["port"]}
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPFound(where["to"])
+
+    app_a = web.Application()
+    app_a.router.add_get("/{tail:.*}", redirect)
+    runner_a = web.AppRunner(app_a, access_log=None)
+    await runner_a.setup()
+    site_a = web.TCPSite(runner_a, "127.0.0.1", 0)
+    await site_a.start()
+    url_a = f"http://127.0.0.1:{runner_a.addresses[0][1]}"
+    try:
+        yield url_a, targets, where, reached
+    finally:
+        await runner_a.cleanup()
+        await runner_b.cleanup()
+
+
+@pytest.mark.parametrize("kind", ["port", "host", "scheme"])
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_redirect_to_another_origin_is_not_followed_with_the_key(
+    two_servers: Any, kind: str, transport: str
+) -> None:
+    url_a, targets, where, reached = two_servers
+    where["to"] = targets[kind]
+    settings = fast_settings(base_url=url_a, transport=transport)
+    async with ReqresClient(settings) as client:
+        with pytest.raises(ApiError, match="redirect") as info:
+            await client.fetch_page(1)
+    assert targets[kind] in str(info.value)  # says where it was sent, so the user can decide
+    assert reached == []  # nothing, let alone the key, went to the other origin
+    assert SECRET_KEY not in str(info.value)
+
+
+def test_tls_is_verified_by_default_and_off_only_when_asked() -> None:
+    for transport in ("aiohttp", "httpx"):
+        verified = make_http_client(fast_settings(transport=transport))
+        unverified = make_http_client(fast_settings(transport=transport, verify_tls=False))
+        assert ssl_mode(verified) == ssl.CERT_REQUIRED
+        assert ssl_mode(unverified) == ssl.CERT_NONE
+
+
+def ssl_mode(http: Any) -> ssl.VerifyMode:
+    transport = http._transport
+    context = getattr(transport, "ssl_context", None)
+    if context is None:  # httpx's own transport keeps it on its connection pool
+        context = transport._pool._ssl_context
+    return context.verify_mode  # type: ignore[no-any-return]
+
+
+def test_insecure_flag_warns_loudly(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["run", "--insecure", "--base-url", "ftp://bad", "--output-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 2  # the bad URL is refused first; no warning for nothing
+    result = CliRunner().invoke(
+        main,
+        ["run", "--insecure", "--base-url", "http://127.0.0.1:9", "--max-retries", "0",
+         "--output-dir", str(tmp_path), "--no-progress"],
+    )  # fmt: skip
+    assert "TLS certificate verification is OFF" in result.output
+
+
+async def test_distinctive_key_is_in_no_file_after_an_incomplete_run(
+    simulator: Any, tmp_path: Path
+) -> None:
+    base, _ = await simulator(api_key=SECRET_KEY, total=300, failure_rate=0.5, dirty_rate=0.3)
+    settings = fast_settings(
+        base_url=base, output_dir=tmp_path, max_retries=1, log_level="DEBUG", concurrency=8
+    )
+    try:
+        result = await run_pipeline(settings)
+        incomplete = not result.complete
+    except PipelineError:  # page 1 itself may fail at 50%
+        incomplete = True
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert files
+    for path in files:
+        assert SECRET_KEY.encode() not in path.read_bytes(), path
+    if incomplete:
+        assert any(".checkpoint" in p.name for p in files)
