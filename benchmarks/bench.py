@@ -106,7 +106,13 @@ def simulator(s: Scenario) -> Iterator[str]:
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
-        yield proc.stdout.readline().strip()
+        url = proc.stdout.readline().strip()
+        if not url.startswith("http"):
+            raise RuntimeError(
+                f"the simulator did not start with {PY}: run this with the Python of the "
+                "virtual environment where customer-pipeline is installed"
+            )
+        yield url
     finally:
         proc.terminate()
         proc.wait(timeout=10)

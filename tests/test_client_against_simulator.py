@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 
@@ -13,36 +11,23 @@ import pytest
 from customer_pipeline import ReqresClient
 
 from .conftest import fast_settings
+from .helpers import simulator_process
 
 
 @pytest.fixture
-def simulator_process() -> Iterator[str]:
-    """``customer-pipeline simulate`` on a free port; killed when the test ends."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "customer_pipeline", "simulate", "--port", "0",
-         "--total", "1200", "--per-page", "6", "--failure-rate", "0.2",
-         "--truncate-rate", "0.01", "--drop-rate", "0.01", "--rate-limit", "0",
-         "--latency-ms", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:"), url
+def simulator_url() -> Iterator[str]:
+    with simulator_process("--total", "1200", "--per-page", "6", "--failure-rate", "0.2",
+                           "--truncate-rate", "0.01", "--drop-rate", "0.01", "--rate-limit",
+                           "0", "--latency-ms", "2") as url:  # fmt: skip
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
 async def test_every_page_exactly_once_with_at_most_8_in_flight(
-    simulator_process: str, transport: str
+    simulator_url: str, transport: str
 ) -> None:
     settings = fast_settings(
-        base_url=simulator_process, concurrency=8, max_retries=10, transport=transport
+        base_url=simulator_url, concurrency=8, max_retries=10, transport=transport
     )
     seen: Counter[int] = Counter()
     async with ReqresClient(settings) as client:
@@ -54,6 +39,6 @@ async def test_every_page_exactly_once_with_at_most_8_in_flight(
     assert client.failed_pages == {}
     assert client.stats.retries > 0  # the faults really happened
     async with httpx.AsyncClient() as http:
-        served = (await http.get(f"{simulator_process}/_simulator/stats")).json()
+        served = (await http.get(f"{simulator_url}/_simulator/stats")).json()
     assert 0 < served["max_in_flight"] <= 8
     assert served["errors_5xx"] > 0

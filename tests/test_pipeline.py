@@ -5,10 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
-import respx
 
 from customer_pipeline import (
     AuthError,
@@ -20,7 +18,8 @@ from customer_pipeline import (
 from customer_pipeline.models import ExportDocument, Rejection, SummaryReport
 from customer_pipeline.simulator import Dataset
 
-from .conftest import BASE_URL, SECRET_KEY, fast_settings
+from .conftest import SECRET_KEY, fast_settings
+from .helpers import pages_api
 from .reference import expected_customers, expected_rejections
 
 
@@ -148,32 +147,8 @@ async def test_report_counts_shares_and_timings(simulator: Any, tmp_path: Path) 
     assert sum(c["data_quality_score"] >= 90 for c in customers) == quality["bands"]["high"]
 
 
-def failing_pages_api(failing: set[int], total_pages: int = 8) -> respx.MockRouter:
-    """A respx router serving 6 users a page, where ``failing`` pages always answer 500."""
-    router = respx.mock(assert_all_called=False)
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        page = int(request.url.params["page"])
-        if page in failing:
-            return httpx.Response(500)
-        users = [
-            {
-                "id": i,
-                "email": f"u{i}@x.io",
-                "first_name": "A",
-                "last_name": "B",
-                "avatar": "https://x.io/a.png",
-            }
-            for i in range(page * 6 - 5, page * 6 + 1)
-        ]
-        return httpx.Response(200, json={"total_pages": total_pages, "data": users})
-
-    router.get(f"{BASE_URL}/api/users").mock(side_effect=answer)
-    return router
-
-
 async def test_failed_pages_make_an_incomplete_export(tmp_path: Path) -> None:
-    with failing_pages_api({3, 5}):
+    with pages_api({3, 5}):
         result = await run_pipeline(fast_settings(output_dir=tmp_path, max_retries=2))
     doc = load(result.customers_path)
     assert result.failed_pages == [3, 5] and result.exit_code == 3
@@ -222,7 +197,7 @@ async def test_stream_customers_yields_processed_customers(simulator: Any) -> No
 
 async def test_stream_customers_raises_after_yielding_when_pages_failed() -> None:
     got: list[dict[str, Any]] = []
-    with failing_pages_api({4}), pytest.raises(PageFetchError, match=r"\[4\]"):
+    with pages_api({4}), pytest.raises(PageFetchError, match=r"\[4\]"):
         async for customer in stream_customers(fast_settings(max_retries=1)):
             got.append(customer)
     assert len(got) == 7 * 6  # every good page came through first

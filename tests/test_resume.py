@@ -11,16 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
-import respx
 
 from customer_pipeline import CheckpointError, run_pipeline
 from customer_pipeline.checkpoint import CHECKPOINT_FILE
 from customer_pipeline.simulator import Dataset
 
-from .conftest import BASE_URL, SECRET_KEY, fast_settings
+from .conftest import SECRET_KEY, fast_settings
+from .helpers import pages_api, simulator_process
 from .reference import expected_customers
 
 SIM_ARGS = ["--total", "3000", "--per-page", "6", "--latency-ms", "15", "--rate-limit", "0",
@@ -31,18 +30,8 @@ SIM_ARGS = ["--total", "3000", "--per-page", "6", "--latency-ms", "15", "--rate-
 @pytest.fixture
 def simulator_url() -> Iterator[str]:
     """A simulator in its own process (so killing the pipeline does not kill it)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "customer_pipeline", "simulate", "--port", "0", *SIM_ARGS],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        yield proc.stdout.readline().strip()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with simulator_process(*SIM_ARGS) as url:
+        yield url
 
 
 def run_args(url: str, out: Path, *extra: str) -> list[str]:
@@ -128,31 +117,6 @@ def test_signal_stops_cleanly_keeps_the_checkpoint_and_resume_finishes(
                              text=True, timeout=120)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     assert customers(out) == expected_customers(Dataset(3000, 42, 0.1, 0.05), 6, seed=42)
-
-
-def pages_api(failing: set[int], seen: list[int], total_pages: int = 8) -> respx.MockRouter:
-    """6 users a page; pages in ``failing`` answer 500 while they are in it."""
-    router = respx.mock(assert_all_called=False)
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        page = int(request.url.params["page"])
-        seen.append(page)
-        if page in failing:
-            return httpx.Response(500)
-        users = [
-            {
-                "id": i,
-                "email": f"u{i}@x.io",
-                "first_name": "A",
-                "last_name": "B",
-                "avatar": "https://x.io/a.png",
-            }
-            for i in range(page * 6 - 5, page * 6 + 1)
-        ]
-        return httpx.Response(200, json={"total_pages": total_pages, "data": users})
-
-    router.get(f"{BASE_URL}/api/users").mock(side_effect=answer)
-    return router
 
 
 async def test_incomplete_run_resumes_only_the_failed_pages(tmp_path: Path) -> None:
