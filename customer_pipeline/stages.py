@@ -49,7 +49,8 @@ class Progress:
 
 @dataclass
 class StageCounters:
-    """What the stages saw, and the seconds each spent working (waits excluded)."""
+    """What the stages saw, and their seconds: fetch is wall time from the first request to
+    the last page; the others count only time spent working (waits on streams excluded)."""
 
     raw_records: int = 0
     rejected: int = 0
