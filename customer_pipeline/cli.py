@@ -17,7 +17,13 @@ import click
 import orjson
 
 from ._version import __version__
-from .errors import CheckpointError, ConfigError, Interrupted, PipelineError
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    FolderInUseError,
+    Interrupted,
+    PipelineError,
+)
 from .logs import LOGGER_NAME, RedactingFilter
 from .pipeline import REPORTED, RunResult, run_pipeline
 from .settings import Settings, load_settings
@@ -287,11 +293,18 @@ async def _run(settings: Settings, *, simulate: bool, show_bar: bool, modes: _Mo
                 result = await _run_with_progress(settings, console, show_bar, modes, stopper)
         else:
             result = await _run_with_progress(settings, console, show_bar, modes, stopper)
-    except (ConfigError, CheckpointError) as exc:
+    except (ConfigError, CheckpointError, FolderInUseError) as exc:
         click.echo(f"error: {exc}", err=True)
         return EXIT_USAGE
     except Interrupted as exc:
         click.echo(f"{exc}", err=True)
+        return 128 + (stopper.signal or signal.SIGINT)
+    except asyncio.CancelledError:  # a second signal: stopped at once
+        click.echo(
+            "stopped at once; every page completed so far is in the checkpoint: run the same "
+            "command again with --resume to finish",
+            err=True,
+        )
         return 128 + (stopper.signal or signal.SIGINT)
     except PipelineError as exc:
         click.echo(f"error: {exc}", err=True)

@@ -15,6 +15,7 @@
     ├── CheckpointError          an unfinished run is in the way, or resuming would change it
     ├── Interrupted              stopped on request (SIGINT/SIGTERM); the checkpoint is kept
     └── OutputError              an output file could not be written
+        └── FolderInUseError     another run holds the output folder
 
 Messages name the URL, the page and the fix; they never contain the API key.
 """
@@ -99,3 +100,7 @@ class Interrupted(PipelineError):
 
 class OutputError(PipelineError):
     """An output file could not be written."""
+
+
+class FolderInUseError(OutputError):
+    """Another run is using the output folder."""

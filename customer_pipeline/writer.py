@@ -13,7 +13,7 @@ from typing import IO, Any
 
 import orjson
 
-from .errors import OutputError
+from .errors import FolderInUseError, OutputError
 
 CUSTOMERS_FILE = "processed_customers.json"
 REPORT_FILE = "summary_report.json"
@@ -157,7 +157,7 @@ def exclusive_folder(folder: Path) -> Iterator[None]:
         except ImportError:  # pragma: no cover - no flock on this platform; run unguarded
             pass
         except OSError:
-            raise OutputError(
+            raise FolderInUseError(
                 f"another customer-pipeline run is using {folder}; wait for it or pick "
                 "another --output-dir"
             ) from None

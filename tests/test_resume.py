@@ -163,12 +163,12 @@ async def test_restart_discards_and_keep_checkpoint_keeps(tmp_path: Path) -> Non
 
 
 async def test_a_second_run_on_the_same_folder_is_refused(tmp_path: Path) -> None:
-    from customer_pipeline import OutputError
+    from customer_pipeline import FolderInUseError
     from customer_pipeline.writer import exclusive_folder
 
     with (
         exclusive_folder(tmp_path),
-        pytest.raises(OutputError, match="another"),
+        pytest.raises(FolderInUseError, match="another"),
         pages_api(set(), []),
     ):
         await run_pipeline(fast_settings(output_dir=tmp_path))

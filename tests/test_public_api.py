@@ -1,0 +1,38 @@
+"""The public surface: what `customer_pipeline` exports, and one error base for all."""
+
+from __future__ import annotations
+
+import inspect
+
+import customer_pipeline
+from customer_pipeline import errors
+
+PUBLIC = [
+    "ApiError", "ApiStats", "ApiUnreachableError", "AuthError", "BadRequestError",
+    "CheckpointError", "ConfigError", "FolderInUseError", "Interrupted", "InvalidBodyError",
+    "OutputError", "Page", "PageFetchError", "PageNotFoundError", "PipelineError", "Progress",
+    "RateLimitedError", "ReqresClient", "ResponseTooLargeError", "RetryableError", "RunResult",
+    "Settings", "__version__", "load_settings", "run_pipeline", "stream_customers",
+]  # fmt: skip
+
+
+def test_public_names_are_pinned_and_sorted() -> None:
+    assert customer_pipeline.__all__ == PUBLIC
+    assert sorted(PUBLIC) == PUBLIC
+    for name in PUBLIC:
+        assert hasattr(customer_pipeline, name), name
+
+
+def test_every_library_error_derives_from_pipeline_error() -> None:
+    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass)
+               if issubclass(c, Exception) and c.__module__ == errors.__name__]  # fmt: skip
+    assert len(classes) >= 10
+    for cls in classes:
+        assert issubclass(cls, customer_pipeline.PipelineError), cls
+        assert cls.__name__ in errors.__doc__, f"{cls.__name__} missing from the tree"
+
+
+def test_entry_points_are_async() -> None:
+    assert inspect.iscoroutinefunction(customer_pipeline.run_pipeline)
+    assert inspect.isasyncgenfunction(customer_pipeline.stream_customers)
+    assert inspect.isasyncgenfunction(customer_pipeline.ReqresClient.iter_pages)
