@@ -7,6 +7,8 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import ConfigError
+
 LOGGER_NAME = "customer_pipeline"
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
@@ -36,8 +38,14 @@ class RedactingFilter(logging.Filter):
 def run_logging(log_path: Path, level: str, secrets: list[str]) -> Iterator[logging.Logger]:
     """Log this package at ``level`` to ``log_path`` (appending) for the length of a run."""
     logger = logging.getLogger(LOGGER_NAME)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(log_path, encoding="utf-8")
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_path, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the log file {log_path}: {exc.strerror or exc} "
+            "(--log-file / CUSTOMER_PIPELINE_LOG_FILE, or --output-dir)"
+        ) from None
     handler.setFormatter(logging.Formatter(FORMAT))
     handler.addFilter(RedactingFilter(secrets))
     previous_level = logger.level

@@ -13,7 +13,7 @@ from typing import IO, Any
 
 import orjson
 
-from .errors import FolderInUseError, OutputError
+from .errors import ConfigError, FolderInUseError, OutputError
 
 CUSTOMERS_FILE = "processed_customers.json"
 REPORT_FILE = "summary_report.json"
@@ -147,9 +147,16 @@ def exclusive_folder(folder: Path) -> Iterator[None]:
 
     Also removes temp files a killed run left behind (they are never the real outputs).
     """
-    folder.mkdir(parents=True, exist_ok=True)
     lock_path = folder / LOCK_FILE
-    with open(lock_path, "a+b") as lock:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(lock_path, "a+b")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot use the output folder {folder}: {exc.strerror or exc} "
+            "(--output-dir / CUSTOMER_PIPELINE_OUTPUT_DIR)"
+        ) from None
+    with lock:
         try:
             import fcntl
 

@@ -91,3 +91,19 @@ def test_schema_prints_the_export_json_schema() -> None:
     assert schema["title"] == "ExportDocument"
     assert "Customer" in schema["$defs"]
     assert "customer_tier" in schema["$defs"]["Customer"]["properties"]
+
+
+@pytest.mark.parametrize("flag", ["--output-dir", "--log-file"])
+def test_unusable_output_folder_or_log_file_exits_2_naming_it(tmp_path: Path, flag: str) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    target = blocker / "sub" / ("x.log" if flag == "--log-file" else "out")
+    result = CliRunner().invoke(
+        main,
+        ["run", flag, str(target), "--output-dir" if flag == "--log-file" else "--seed",
+         str(tmp_path / "out") if flag == "--log-file" else "1", "--base-url",
+         f"http://127.0.0.1:{free_port()}", "--no-progress"],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "cannot" in result.output and str(blocker) in result.output
+    assert "Traceback" not in result.output
