@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,17 @@ from customer_pipeline.client import make_http_client
 from .conftest import SECRET_KEY, fast_settings
 
 
+async def serve(handler: Any, stack: AsyncExitStack) -> int:
+    """Serve ``handler`` for every GET on a free loopback port until ``stack`` closes."""
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return int(runner.addresses[0][1])
+
+
 @pytest.fixture
 async def two_servers() -> Any:
     """Server A redirects every request to server B, which records what reaches it."""
@@ -26,33 +38,17 @@ async def two_servers() -> Any:
         reached.append(dict(request.headers))
         return web.json_response({"total_pages": 1, "data": [{"id": 1}]})
 
-    app_b = web.Application()
-    app_b.router.add_get("/{tail:.*}", record)
-    runner_b = web.AppRunner(app_b, access_log=None)
-    await runner_b.setup()
-    site_b = web.TCPSite(runner_b, "127.0.0.1", 0)
-    await site_b.start()
-    port_b = runner_b.addresses[0][1]
-    targets = {"port": f"http://127.0.0.1:{port_b}/api/users?page=1",
-               "host": f"http://localhost:{port_b}/api/users?page=1",
-               "scheme": f"https://127.0.0.1:{port_b}/api/users?page=1"}  # fmt: skip
-    where = {"to": targets["port"]}
-
     async def redirect(request: web.Request) -> web.Response:
         raise web.HTTPFound(where["to"])
 
-    app_a = web.Application()
-    app_a.router.add_get("/{tail:.*}", redirect)
-    runner_a = web.AppRunner(app_a, access_log=None)
-    await runner_a.setup()
-    site_a = web.TCPSite(runner_a, "127.0.0.1", 0)
-    await site_a.start()
-    url_a = f"http://127.0.0.1:{runner_a.addresses[0][1]}"
-    try:
-        yield url_a, targets, where, reached
-    finally:
-        await runner_a.cleanup()
-        await runner_b.cleanup()
+    async with AsyncExitStack() as stack:
+        port_b = await serve(record, stack)
+        targets = {"port": f"http://127.0.0.1:{port_b}/api/users?page=1",
+                   "host": f"http://localhost:{port_b}/api/users?page=1",
+                   "scheme": f"https://127.0.0.1:{port_b}/api/users?page=1"}  # fmt: skip
+        where = {"to": targets["port"]}
+        port_a = await serve(redirect, stack)
+        yield f"http://127.0.0.1:{port_a}", targets, where, reached
 
 
 @pytest.mark.parametrize("kind", ["port", "host", "scheme"])
