@@ -1,7 +1,7 @@
 """customer-pipeline: fetch reqres-style customers concurrently, score, enrich, export JSON."""
 
 from ._version import __version__
-from .client import ApiStats, Page, ReqresClient
+from .client import ApiStats, ReqresClient
 from .errors import (
     ApiError,
     ApiUnreachableError,
@@ -20,6 +20,7 @@ from .errors import (
     ResponseTooLargeError,
     RetryableError,
 )
+from .paging import Page
 from .pipeline import RunResult, run_pipeline, stream_customers
 from .settings import Settings, load_settings
 from .stages import Progress

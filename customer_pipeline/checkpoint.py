@@ -18,8 +18,8 @@ from typing import Final
 
 import orjson
 
-from .client import Page, parse_envelope
 from .errors import CheckpointError
+from .paging import Page, parse_envelope
 from .settings import Settings
 
 log = logging.getLogger("customer_pipeline.checkpoint")

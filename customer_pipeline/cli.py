@@ -1,6 +1,7 @@
 """The ``customer-pipeline`` command: parse options, call the library, map errors to exits.
 
-Exit codes: 0 done, 1 failed, 2 bad usage or configuration, 3 finished incomplete.
+Exit codes: 0 done, 1 failed, 2 bad usage or configuration, 3 finished incomplete,
+130/143 stopped by SIGINT/SIGTERM (checkpoint kept).
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import click
 import orjson
 
 from ._version import __version__
+from .console import RunModes, Stopper, print_summary, run_with_progress, stderr_logging
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -24,10 +26,8 @@ from .errors import (
     Interrupted,
     PipelineError,
 )
-from .logs import LOGGER_NAME, RedactingFilter
-from .pipeline import REPORTED, RunResult, run_pipeline
+from .logs import LOGGER_NAME
 from .settings import Settings, load_settings
-from .stages import Progress
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 
@@ -270,18 +270,18 @@ def run(
             bold=True,
         )
     show_bar = sys.stderr.isatty() if progress is None else progress
-    modes = _Modes(resume=resume, restart=restart, keep_checkpoint=keep_checkpoint)
+    modes = RunModes(resume=resume, restart=restart, keep_checkpoint=keep_checkpoint)
     sys.exit(asyncio.run(_run(settings, simulate=simulate, show_bar=show_bar, modes=modes)))
 
 
-async def _run(settings: Settings, *, simulate: bool, show_bar: bool, modes: _Modes) -> int:
+async def _run(settings: Settings, *, simulate: bool, show_bar: bool, modes: RunModes) -> int:
     from rich.console import Console
 
     console = Console(stderr=True)
-    handler = _stderr_logging(settings, console if show_bar else None)
+    handler = stderr_logging(settings, console if show_bar else None)
     if not settings.verify_tls:
         logging.getLogger(LOGGER_NAME).warning("TLS certificate verification is OFF")
-    stopper = _Stopper()
+    stopper = Stopper()
     stopper.install()
     try:
         if simulate:
@@ -290,9 +290,9 @@ async def _run(settings: Settings, *, simulate: bool, show_bar: bool, modes: _Mo
             async with serve(SimulatorConfig()) as (url, _):
                 settings = settings.model_copy(update={"base_url": url})
                 console.print(f"Simulator serving on {url}", highlight=False)
-                result = await _run_with_progress(settings, console, show_bar, modes, stopper)
+                result = await run_with_progress(settings, console, show_bar, modes, stopper)
         else:
-            result = await _run_with_progress(settings, console, show_bar, modes, stopper)
+            result = await run_with_progress(settings, console, show_bar, modes, stopper)
     except (ConfigError, CheckpointError, FolderInUseError) as exc:
         click.echo(f"error: {exc}", err=True)
         return EXIT_USAGE
@@ -312,131 +312,8 @@ async def _run(settings: Settings, *, simulate: bool, show_bar: bool, modes: _Mo
     finally:
         stopper.uninstall()
         logging.getLogger(LOGGER_NAME).removeHandler(handler)
-    _print_summary(result)
+    print_summary(result)
     return result.exit_code
-
-
-class _Modes(TypedDict):
-    """How a run treats its checkpoint."""
-
-    resume: bool
-    restart: bool
-    keep_checkpoint: bool
-
-
-class _Stopper:
-    """SIGINT/SIGTERM: the first asks the run to stop gracefully, a second cancels it."""
-
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
-        self.signal: int | None = None
-        self._task: asyncio.Task[Any] | None = None
-
-    def install(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._task = asyncio.current_task()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._on_signal, sig)
-
-    def uninstall(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-
-    def _on_signal(self, sig: int) -> None:
-        if self.event.is_set() and self._task is not None:
-            self._task.cancel()  # asked twice: stop now
-            return
-        self.signal = sig
-        click.echo(
-            f"\n{signal.Signals(sig).name}: finishing the pages in flight (a second signal "
-            "stops at once)",
-            err=True,
-        )
-        self.event.set()
-
-
-async def _run_with_progress(
-    settings: Settings, console: Any, show_bar: bool, modes: _Modes, stopper: _Stopper
-) -> RunResult:
-    if not show_bar:
-        return await run_pipeline(settings, stop=stopper.event, **modes)
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-    from rich.progress import Progress as Bar
-
-    columns = (
-        SpinnerColumn(),
-        TextColumn("pages"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn(
-            "{task.fields[records]} records, {task.fields[retries]} retries, "
-            "{task.fields[r429]} x 429, {task.fields[failed]} failed"
-        ),
-        TimeElapsedColumn(),
-    )
-    with Bar(*columns, console=console) as bar:
-        task = bar.add_task("fetch", total=None, records=0, retries=0, r429=0, failed=0)
-
-        def update(p: Progress) -> None:
-            bar.update(
-                task,
-                completed=p.pages_done,
-                total=p.pages_total,
-                records=p.records,
-                retries=p.retries,
-                r429=p.rate_limited,
-                failed=p.failed_pages,
-            )
-
-        return await run_pipeline(settings, on_progress=update, stop=stopper.event, **modes)
-
-
-def _stderr_logging(settings: Settings, console: Any | None) -> logging.Handler:
-    """Log lines on stderr: warnings only under a progress bar, else at the run's level."""
-    handler: logging.Handler
-    if console is not None:
-        from rich.logging import RichHandler
-
-        handler = RichHandler(console=console, show_path=False, level=logging.WARNING)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        handler.setLevel(settings.log_level)
-    handler.addFilter(RedactingFilter([settings.api_key.get_secret_value()]))
-    # Errors raised to us are printed once, cleanly, by the command itself.
-    handler.addFilter(lambda record: not getattr(record, REPORTED, False))
-    logging.getLogger(LOGGER_NAME).addHandler(handler)
-    return handler
-
-
-def _print_summary(result: RunResult) -> None:
-    r = result.report
-    bands = r["quality"]["bands"]
-    api = r["api"]
-    status = "Done" if result.complete else "INCOMPLETE"
-    lines = [
-        f"{status}: {result.customers} customers (quality high {bands['high']}, "
-        f"medium {bands['medium']}, low {bands['low']}), {result.duplicates_removed} duplicates "
-        f"removed, {result.rejected} rejected",
-        f"API: {api['requests']} requests, {api['retries']} retries, "
-        f"{api['rate_limited_429']} rate-limited; {r['timings']['total_s']:.2f}s",
-        f"Files: {result.customers_path}, {result.report_path}"
-        + (f", {result.rejected_path}" if result.rejected_path else "")
-        + f", {result.log_path}",
-    ]
-    if not result.complete:
-        lines.append(
-            f"Pages {result.failed_pages} failed after every retry; the export says "
-            "complete: false. Run again later (exit code 3)."
-        )
-    click.echo("\n".join(lines))
 
 
 @main.command(epilog="\b\nExample:\n  customer-pipeline schema > customers.schema.json")

@@ -1,33 +1,28 @@
 """The concurrent, polite reqres client: paging, limits, retries, Retry-After.
 
-Policy lives here; I/O is httpx's, over the aiohttp transport by default (httpx's own pool is
-several times slower at high concurrency, encode/httpx#3215). An ``httpx.AsyncClient`` can be
+Policy lives here; I/O is httpx's (see ``transport``). An ``httpx.AsyncClient`` can be
 injected, so tests use respx or a MockTransport without patching anything.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from http.cookiejar import CookieJar
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Self
 
 import aiohttp
 import anyio
 import backoff
 import httpx
-import orjson
 from aiolimiter import AsyncLimiter
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ._streams import items, put
-from ._version import __version__
 from .errors import (
     ApiError,
     ApiUnreachableError,
@@ -40,12 +35,13 @@ from .errors import (
     ResponseTooLargeError,
     RetryableError,
 )
+from .paging import Page, PagePlan, StopSignal, parse_envelope, parse_retry_after
 from .settings import Settings
+from .transport import DEFAULT_HEADERS, make_http_client
 
 log = logging.getLogger("customer_pipeline.client")
 
 USERS_PATH = "/api/users"
-DEFAULT_HEADERS = {"user-agent": f"customer-pipeline/{__version__}", "accept": "application/json"}
 BURST_SECONDS = 0.02
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # Transient failures below the HTTP layer. aiohttp errors are mapped to httpx's by the
@@ -56,24 +52,6 @@ TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
     TimeoutError,
 )
 RETRYABLE: tuple[type[Exception], ...] = (RetryableError, *TRANSPORT_ERRORS)
-
-
-class StopSignal(Protocol):
-    """Something to ask a run to stop: an asyncio.Event or an anyio.Event."""
-
-    def is_set(self) -> bool: ...
-
-    async def wait(self) -> Any: ...
-
-
-@dataclass(slots=True)
-class Page:
-    """One listing page as the API sent it: its number and its raw records."""
-
-    number: int
-    records: list[Any]
-    total_pages: int | None
-    body: bytes = b""  # as received, for the checkpoint
 
 
 @dataclass
@@ -105,146 +83,6 @@ class ApiStats:
             "pages_fetched": self.pages_fetched,
             "max_in_flight": self.max_in_flight,
         }
-
-
-def make_http_client(settings: Settings) -> httpx.AsyncClient:
-    """The httpx client for a run: pool sized to ``concurrency``, no redirects followed."""
-    limits = httpx.Limits(
-        max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
-    )
-    transport: httpx.AsyncBaseTransport
-    if settings.transport == "aiohttp":
-        from httpx_aiohttp import AiohttpTransport
-
-        transport = AiohttpTransport(limits=limits, verify=settings.verify_tls)
-    else:
-        transport = httpx.AsyncHTTPTransport(limits=limits, verify=settings.verify_tls)
-    return httpx.AsyncClient(
-        transport=transport,
-        timeout=httpx.Timeout(settings.timeout),
-        # A redirect must never carry x-api-key to another origin; we follow none.
-        follow_redirects=False,
-        headers=DEFAULT_HEADERS,
-        # A listing API needs no session; parsing Set-Cookie costs more than the request.
-        cookies=_NoCookies(),
-    )
-
-
-class _NoCookies(CookieJar):
-    """A cookie jar that keeps nothing and sends nothing."""
-
-    def extract_cookies(self, response: Any, request: Any) -> None:
-        return None
-
-    def add_cookie_header(self, request: Any) -> None:
-        return None
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), or None."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
-
-
-def _as_count(value: Any) -> int | None:
-    """A non-negative integer from an envelope field, or None if it is not one."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
-
-
-def parse_envelope(body: bytes, *, url: str, per_page: int) -> tuple[list[Any], int | None]:
-    """Records and total_pages from a listing body; InvalidBodyError if it is not one."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise InvalidBodyError(
-            f"response from {url} is not JSON (truncated?)", url=url, status=200
-        ) from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
-        raise InvalidBodyError(
-            f"response from {url} is not a reqres listing (no 'data' list)", url=url, status=200
-        )
-    total_pages = _as_count(doc.get("total_pages"))
-    if total_pages is None:
-        total = _as_count(doc.get("total"))
-        size = _as_count(doc.get("per_page")) or per_page
-        if total is not None and size:
-            total_pages = -(-total // size)
-    return doc["data"], total_pages
-
-
-class _PagePlan:
-    """Which page to fetch next; total_pages may grow (or be unknown) while paging."""
-
-    def __init__(
-        self,
-        total: int | None,
-        skip: Collection[int],
-        max_pages: int,
-        stop: StopSignal | None = None,
-    ) -> None:
-        self.max_pages = max_pages
-        self.total: int | None = None
-        self.skip = skip
-        self.stop = stop
-        self._next = 2
-        self._warned = False
-        self.observe_total(total)
-
-    def _limit(self) -> int:
-        return self.max_pages if self.total is None else self.total
-
-    def claim(self) -> int | None:
-        if self.stop is not None and self.stop.is_set():
-            return None  # asked to stop: no new pages, in-flight ones finish
-        while self._next <= self._limit():
-            number = self._next
-            self._next += 1
-            if number not in self.skip:
-                return number
-        return None
-
-    def remaining(self) -> int:
-        return max(0, self._limit() - self._next + 1)
-
-    def observe_total(self, total: int | None) -> None:
-        if total is not None and total > self.max_pages:
-            # A bogus total (10**9) must not become 10**9 requests: page until the first
-            # empty page instead, never past max_pages.
-            if not self._warned:
-                log.warning(
-                    "API reports %d pages, more than max_pages=%d: ignoring it and paging "
-                    "until the first empty page",
-                    total,
-                    self.max_pages,
-                )
-            self._warned = True
-            return
-        if total is not None and (self.total is None or total > self.total):
-            self.total = total
-
-    def observe(self, page: Page) -> None:
-        self.observe_total(page.total_pages)
-        trusted = page.total_pages is not None and page.total_pages <= self.max_pages
-        if not trusted and not page.records and (self.total is None or page.number <= self.total):
-            # Unknown length: the first empty page marks the end.
-            self.total = page.number - 1
 
 
 def _make_limiter(rate: float) -> AsyncLimiter | None:
@@ -511,7 +349,7 @@ class ReqresClient:
         started; the iteration ends when the pages in flight are in.
         """
         first = await self.fetch_page(1)
-        plan = _PagePlan(first.total_pages, skip, self.settings.max_pages, stop)
+        plan = PagePlan(first.total_pages, skip, self.settings.max_pages, stop)
         if plan.total is None and not first.records:
             plan.total = 1
         self.total_pages = plan.total
@@ -540,7 +378,7 @@ class ReqresClient:
             self.total_pages = plan.total
 
     async def _worker(
-        self, plan: _PagePlan, send: MemoryObjectSendStream[Page | BaseException]
+        self, plan: PagePlan, send: MemoryObjectSendStream[Page | BaseException]
     ) -> None:
         async with send:
             while (number := plan.claim()) is not None:

@@ -15,10 +15,11 @@ import httpx
 
 from ._version import __version__
 from .checkpoint import Checkpoint
-from .client import Page, ReqresClient, StopSignal
+from .client import ReqresClient
 from .dedup import SortedSpool
 from .errors import Interrupted, PageFetchError, PipelineError
 from .logs import run_logging
+from .paging import Page, StopSignal
 from .report import business_summary, export_metadata, quality_summary, utc_now
 from .rules import Rejected, process
 from .settings import Settings

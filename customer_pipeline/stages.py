@@ -18,8 +18,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._streams import items, put
 from .checkpoint import Checkpoint
-from .client import Page, ReqresClient, StopSignal
+from .client import ReqresClient
 from .dedup import SortedSpool, summary_code
+from .paging import Page, StopSignal
 from .rules import Rejected, enrich, validate_and_score
 from .writer import RejectedWriter
 

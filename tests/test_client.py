@@ -21,7 +21,9 @@ from customer_pipeline import (
     PageNotFoundError,
     ReqresClient,
 )
-from customer_pipeline.client import BURST_SECONDS, make_http_client, parse_retry_after
+from customer_pipeline.client import BURST_SECONDS
+from customer_pipeline.paging import parse_retry_after
+from customer_pipeline.transport import make_http_client
 
 from .conftest import BASE_URL, SECRET_KEY, fast_settings
 
