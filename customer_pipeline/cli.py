@@ -172,7 +172,8 @@ Examples:
 
 \b
 Every option can also be set as CUSTOMER_PIPELINE_<NAME> or in a .env file.
-Exit codes: 0 done, 1 failed, 2 bad usage or settings, 3 finished with failed pages.
+Exit codes: 0 done, 1 failed, 2 bad usage or settings, 3 finished with failed pages,
+130/143 stopped by SIGINT/SIGTERM (the checkpoint is kept: --resume finishes the run).
 """
 
 
