@@ -51,10 +51,13 @@ def wait_for_pages(out: Path, at_least: int, timeout: float = 30) -> None:
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            with sqlite3.connect(out / CHECKPOINT_FILE) as db:
+        try:  # read-only: never create the file before the run does
+            db = sqlite3.connect(f"file:{out / CHECKPOINT_FILE}?mode=ro", uri=True)
+            try:
                 if db.execute("SELECT count(*) FROM pages").fetchone()[0] >= at_least:
                     return
+            finally:
+                db.close()
         except sqlite3.Error:
             pass
         time.sleep(0.05)
