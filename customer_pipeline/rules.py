@@ -125,10 +125,8 @@ def validate_and_score(raw: Any) -> dict[str, Any]:
     email = raw.get("email")
     domain = None
     if isinstance(email, str) and (email := email.strip()):
-        match = _EMAIL(email)
-        if match:
-            domain = match[1].lower()
-        else:
+        domain = email_domain(email)
+        if domain is None:
             issues.append("email:invalid")
     else:
         issues.append("email:missing" if email is None or email == "" else "email:invalid")
@@ -195,8 +193,3 @@ def enrich(customer: dict[str, Any], seed: int) -> dict[str, Any]:
 def process(raw: Any, seed: int) -> dict[str, Any]:
     """validate_and_score then enrich: one raw record to one customer. Raises Rejected."""
     return enrich(validate_and_score(raw), seed)
-
-
-def dedup_rank(score: int, page: int, position: int) -> tuple[int, int, int]:
-    """Larger wins: the highest score, then the lowest page, then the earliest position."""
-    return (score, -page, -position)

@@ -14,7 +14,6 @@ from customer_pipeline.rules import (
     BUSINESS_FIELDS,
     Rejected,
     business_fields,
-    dedup_rank,
     email_domain,
     is_valid_avatar,
     parse_id,
@@ -156,12 +155,6 @@ def test_processed_customer_matches_the_export_model() -> None:
     customer = process(GOOD, seed=42)
     assert list(customer) == list(Customer.model_fields)
     Customer.model_validate(customer)
-
-
-def test_dedup_rank_prefers_score_then_lower_page_then_earlier_position() -> None:
-    assert dedup_rank(100, 5, 3) > dedup_rank(90, 1, 0)
-    assert dedup_rank(90, 1, 5) > dedup_rank(90, 2, 0)
-    assert dedup_rank(90, 2, 0) > dedup_rank(90, 2, 1)
 
 
 json_values = st.recursive(

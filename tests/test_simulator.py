@@ -8,6 +8,7 @@ import httpx
 import orjson
 import pytest
 
+from customer_pipeline.models import ApiEnvelope, RawUser
 from customer_pipeline.simulator import REAL_USERS, Dataset, SimulatorConfig
 
 
@@ -20,6 +21,9 @@ async def test_serves_the_reqres_envelope_with_the_real_users_first(simulator: A
     base, _ = await simulator()
     body = (await get(base, "/api/users", params={"page": 1})).json()
     assert set(body) >= {"page", "per_page", "total", "total_pages", "data", "support"}
+    ApiEnvelope.model_validate(body)
+    for user in body["data"]:
+        RawUser.model_validate(user)
     assert (body["page"], body["per_page"], body["total"], body["total_pages"]) == (1, 6, 12, 2)
     george = body["data"][0]
     assert george == {
