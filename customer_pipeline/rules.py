@@ -47,7 +47,10 @@ def parse_id(value: Any) -> int:
         text = value.strip()
         if not (text.isascii() and text.isdigit()):
             raise Rejected("id missing" if not text else "id is not an integer")
-        number = int(text)
+        digits = text.lstrip("0") or "0"
+        if len(digits) > 19:  # int() of thousands of digits is slow, or refused outright
+            raise Rejected(f"id {_shown(digits)} is larger than 2**63-1")
+        number = int(digits)
     elif value is None:
         raise Rejected("id missing")
     else:
@@ -55,8 +58,14 @@ def parse_id(value: Any) -> int:
     if number < 1:
         raise Rejected("id is less than 1")
     if number > MAX_ID:
-        raise Rejected("id is larger than 2**63-1")
+        shown = _shown(str(number)) if number.bit_length() < 14_000 else "of over 4,000 digits"
+        raise Rejected(f"id {shown} is larger than 2**63-1")
     return number
+
+
+def _shown(digits: str) -> str:
+    """A long number cut after 31 digits, saying how long it was."""
+    return digits if len(digits) <= 31 else f"{digits[:31]}...({len(digits)} digits)"
 
 
 def email_domain(email: str) -> str | None:

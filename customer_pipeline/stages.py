@@ -7,6 +7,7 @@ one stage cancels the task group. Records cross stage boundaries a page at a tim
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -137,12 +138,51 @@ class _ProgressLog:
 def score_page(page: Page, rejected: RejectedWriter) -> Batch:
     """Validate and score one page's records; the unusable ones go to ``rejected``."""
     customers: list[tuple[int, dict[str, Any]]] = []
+    as_sent: list[Any] | None = None
     for position, raw in enumerate(page.records):
         try:
             customers.append((position, validate_and_score(raw)))
         except Rejected as exc:
-            rejected.write(page.number, position, exc.reason, raw)
+            reason = exc.reason
+            if _maybe_wide_id(raw):
+                if as_sent is None:
+                    as_sent = _records_as_sent(page)
+                if position < len(as_sent):
+                    raw = as_sent[position]
+                    reason = _reason(raw, reason)
+            rejected.write(page.number, position, reason, raw)
     return Batch(page.number, customers)
+
+
+def _maybe_wide_id(raw: Any) -> bool:
+    """orjson reads an integer wider than 64 bits as a float: 10**29 arrives as 1e+29."""
+    if not isinstance(raw, dict):
+        return False
+    value = raw.get("id")
+    return isinstance(value, float) and value.is_integer() and abs(value) >= 2**63
+
+
+def _records_as_sent(page: Page) -> list[Any]:
+    """The page's records read again by the stdlib, which keeps wide integers whole.
+
+    Only for a page with a rejected float id, so the hot path never pays for it; if even
+    that reading fails, the records stay as orjson read them.
+    """
+    try:
+        doc = json.loads(page.body)
+    except (ValueError, RecursionError):
+        return page.records
+    records = doc.get("data") if isinstance(doc, dict) else None
+    return records if isinstance(records, list) else page.records
+
+
+def _reason(raw: Any, fallback: str) -> str:
+    """Why ``raw`` (as the stdlib read it) is rejected."""
+    try:
+        validate_and_score(raw)
+    except Rejected as exc:
+        return exc.reason
+    return fallback
 
 
 async def validate_stage(

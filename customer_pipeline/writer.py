@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
+import math
 import os
 import shutil
 import tempfile
@@ -70,11 +72,18 @@ class RejectedWriter:
         self._handle: IO[bytes] | None = None
 
     def write(self, page: int, position: int, reason: str, record: Any) -> None:
+        """Append one rejected record, whatever it holds, as one line of valid JSON."""
         if self._handle is None:
             self._context = atomic_file(self.path)
             self._handle = self._context.__enter__()
         line = {"page": page, "position": position, "reason": reason, "record": record}
-        self._handle.write(orjson.dumps(line, default=repr) + b"\n")
+        try:
+            data = orjson.dumps(line, default=repr)
+        except orjson.JSONEncodeError:
+            # Nested deeper than orjson's 254 levels, an integer wider than 64 bits (the
+            # stdlib reads those whole), a lone surrogate: rare, so the slow path is fine.
+            data = _dumps_any(line).encode()
+        self._handle.write(data + b"\n")
         self.count += 1
 
     def commit(self) -> Path | None:
@@ -91,6 +100,51 @@ class RejectedWriter:
             context, self._context, self._handle = self._context, None, None
             with contextlib.suppress(Exception):
                 context.__exit__(OutputError, OutputError("aborted"), None)
+
+
+def _dumps_any(value: Any) -> str:
+    """JSON for any value read from JSON, without recursion: nesting depth is no limit.
+
+    ASCII-only, so a lone surrogate becomes an escape and the line stays valid UTF-8;
+    anything that is not a JSON type is written as its repr, a string.
+    """
+    parts: list[str] = []
+    # A stack of what is left to write: values, and the literal text between them.
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _Text):
+            parts.append(item)
+        elif isinstance(item, dict):
+            entries: list[Any] = []
+            for index, (key, inner) in enumerate(item.items()):
+                prefix = "{" if index == 0 else ", "
+                entries += [_Text(prefix + json.dumps(str(key)) + ": "), inner]
+            entries.append(_Text("}" if item else "{}"))
+            stack.extend(reversed(entries))
+        elif isinstance(item, list | tuple):
+            entries = []
+            for index, inner in enumerate(item):
+                entries += [_Text("[" if index == 0 else ", "), inner]
+            entries.append(_Text("]" if item else "[]"))
+            stack.extend(reversed(entries))
+        elif isinstance(item, int) and item.bit_length() > 14_000:
+            parts.append(f'"an integer of {item.bit_length()} bits"')  # str() refuses it
+        elif (
+            item is None
+            or isinstance(item, str | int | bool)
+            or (isinstance(item, float) and math.isfinite(item))
+        ):
+            parts.append(json.dumps(item))
+        else:
+            parts.append(json.dumps(repr(item)))
+    return "".join(parts)
+
+
+class _Text(str):
+    """Literal JSON text on _dumps_any's stack, told apart from a string value."""
+
+    __slots__ = ()
 
 
 def write_customers(

@@ -57,6 +57,17 @@ def test_unusable_ids_are_rejected(value: Any) -> None:
         parse_id(value)
 
 
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(2**63, "9223372036854775808"), (10**29, str(10**29)), (" 99999999999999999999 ",
+     "99999999999999999999"), (10**200, "1000000000000000000000000000000...(201 digits)")],
+)  # fmt: skip
+def test_an_id_too_wide_for_64_bits_is_rejected_naming_it(value: Any, shown: str) -> None:
+    with pytest.raises(Rejected) as info:
+        parse_id(value)
+    assert info.value.reason == f"id {shown} is larger than 2**63-1"
+
+
 def test_missing_id_and_non_objects_are_rejected_with_a_reason() -> None:
     with pytest.raises(Rejected, match="id missing"):
         validate_and_score(with_(id=...))
