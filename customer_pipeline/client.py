@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -35,9 +36,18 @@ from .errors import (
     ResponseTooLargeError,
     RetryableError,
 )
-from .paging import Page, PagePlan, StopSignal, parse_envelope, parse_retry_after
+from .paging import (
+    NOT_A_LISTING,
+    Page,
+    PagePlan,
+    PageSummary,
+    StopSignal,
+    clip,
+    parse_envelope,
+    parse_retry_after,
+)
 from .settings import Settings
-from .transport import DEFAULT_HEADERS, make_http_client
+from .transport import DEFAULT_HEADERS, BodyDecoder, HostNotFoundError, make_http_client
 
 log = logging.getLogger("customer_pipeline.client")
 
@@ -52,6 +62,23 @@ TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
     TimeoutError,
 )
 RETRYABLE: tuple[type[Exception], ...] = (RetryableError, *TRANSPORT_ERRORS)
+
+
+class DeadlineExceeded(TimeoutError):
+    """An attempt took longer than ``timeout`` from connect to last byte; retried."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            f"no complete response within {seconds:g}s (--timeout bounds the whole request, "
+            "connect to last byte)"
+        )
+
+
+# A name that does not resolve gets one more try (a resolver's blip), not the whole budget.
+DNS_RETRIES = 1
+# In a walk without a page count, workers run at most this many pages per worker ahead of
+# the first page not yet in (pages past the end are fetched, then dropped).
+WINDOW_PER_WORKER = 4
 
 
 @dataclass
@@ -77,12 +104,17 @@ class ApiStats:
             "failures_by_status": dict(sorted(self.failures.items())),
             "retries": self.retries,
             "rate_limited_429": self.rate_limited,
-            "rate_limit_wait_s": round(self.limiter_wait_s, 3),
-            "retry_after_wait_s": round(self.retry_after_wait_s, 3),
+            "rate_limit_wait_s": _seconds(self.limiter_wait_s),
+            "retry_after_wait_s": _seconds(self.retry_after_wait_s),
             "bytes_received": self.bytes_received,
             "pages_fetched": self.pages_fetched,
             "max_in_flight": self.max_in_flight,
         }
+
+
+def _seconds(value: float) -> float:
+    """Rounded to the millisecond, never below zero, never -0.0 (clock readings jitter)."""
+    return round(max(value, 0.0), 3) + 0.0
 
 
 def _make_limiter(rate: float) -> AsyncLimiter | None:
@@ -112,6 +144,7 @@ class ReqresClient:
         self.stats = ApiStats()
         self.failed_pages: dict[int, PageFetchError] = {}
         self.total_pages: int | None = None
+        self._plan: PagePlan | None = None
         self._http = http
         self._owns_http = http is None
         self._sleep = sleep
@@ -125,6 +158,9 @@ class ReqresClient:
             {**DEFAULT_HEADERS, "x-api-key": settings.api_key.get_secret_value()}
         )
         self._timeout = httpx.Timeout(settings.timeout).as_dict()
+        # httpx's timeouts are per read: a byte a second never trips them. This one bounds
+        # the whole attempt, connect to last byte.
+        self._deadline = settings.timeout
 
     def __repr__(self) -> str:
         s = self.settings
@@ -168,22 +204,45 @@ class ReqresClient:
         self.stats.pages_fetched += 1
         return page
 
+    def incomplete_reasons(self) -> list[str]:
+        """Why the pages iterated so far may not be all of them; empty when they are."""
+        reasons = []
+        if self.failed_pages:
+            failed = sorted(self.failed_pages)
+            listed = ", ".join(map(str, failed[:20]))
+            if len(failed) > 20:
+                listed += f", ... ({len(failed) - 20} more)"
+            reasons.append(f"pages [{listed}] failed after every retry")
+        if self._plan is not None:
+            reasons += self._plan.incomplete_reasons()
+        return reasons
+
     async def _retry(self, number: int, failure: BaseException) -> Page:
         """Retry a page whose first attempt failed with ``failure``, as SPEC section 2 says."""
         s = self.settings
         page: Page | None = None
         pending: BaseException | None = failure
+        attempts = 0
+        dns_failures = 0
+
+        def give_up(exc: BaseException) -> bool:
+            nonlocal dns_failures
+            dns_failures += isinstance(exc, HostNotFoundError)
+            return dns_failures > DNS_RETRIES
+
         try:
             async for attempt in backoff.aretry_context(
                 RETRYABLE,
                 backoff.expo,
                 max_tries=s.max_retries + 1,
                 jitter=backoff.full_jitter,
+                giveup=give_up,
                 on_backoff=lambda details: self._on_backoff(number, details),
                 logger=None,
                 factor=s.backoff_base,
                 max_value=s.backoff_max,
             ):
+                attempts += 1
                 with attempt:
                     if pending is not None:  # the first attempt, already made
                         error, pending = pending, None
@@ -191,9 +250,10 @@ class ReqresClient:
                     page = await self._attempt(number)
         except RETRYABLE as exc:
             cause = _describe(exc)
+            fix = "; check --base-url" if isinstance(exc, HostNotFoundError) else ""
             message = (
-                f"page {number} failed after {s.max_retries + 1} attempts: {cause} "
-                f"({self.page_url(number)})"
+                f"page {number} failed after {attempts} attempt{'s' * (attempts > 1)}: {cause}"
+                f"{fix} ({self.page_url(number)})"
             )
             error_type = ApiUnreachableError if number == 1 else PageFetchError
             raise error_type(message, page=number, url=self.page_url(number), cause=cause) from exc
@@ -208,9 +268,10 @@ class ReqresClient:
             # Every worker waits, not just the one that was told.
             pause = exc.retry_after if exc.retry_after is not None else wait
             pause = min(pause, self.settings.backoff_max)
-            until = self._clock() + pause
+            now = self._clock()
+            until = now + pause
             if until > self._paused_until:
-                self.stats.retry_after_wait_s += until - max(self._paused_until, self._clock())
+                self.stats.retry_after_wait_s += until - max(self._paused_until, now)
                 self._paused_until = until
         log.info(
             "page %d: retry %d in %.2fs after %s",
@@ -245,39 +306,84 @@ class ReqresClient:
                     headers=self._headers,
                     extensions={"timeout": self._timeout},
                 )
-                response = await self._http.send(request, stream=True)
+                deadline = asyncio.timeout(self._deadline)
                 try:
-                    status = response.status_code
-                    body = await self._read_body(response, number) if status == 200 else b""
-                finally:
-                    await response.aclose()
+                    async with deadline:
+                        response = await self._http.send(request, stream=True)
+                        try:
+                            status = response.status_code
+                            body = await self._read_body(response, number) if status == 200 else b""
+                        finally:
+                            await response.aclose()
+                except TimeoutError:
+                    if not deadline.expired():
+                        raise
+                    raise DeadlineExceeded(self._deadline) from None
             except TRANSPORT_ERRORS as exc:
-                self.stats.failures[type(exc).__name__] += 1
+                key = "deadline" if isinstance(exc, DeadlineExceeded) else type(exc).__name__
+                self.stats.failures[key] += 1
                 raise
             finally:
                 self._in_flight -= 1
         return self._page_from_response(number, status, response.headers, body)
 
     async def _read_body(self, response: httpx.Response, number: int) -> bytes:
+        """The body, inflated as it streams and refused as soon as it passes the limit."""
         limit = self.settings.max_response_bytes
         declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
             self._too_large(number, int(declared))
+        if response.is_stream_consumed:  # read before us (respx's httpx mocker): decoded
+            body = response.content
+            if len(body) > limit:
+                self._too_large(number, len(body))
+            self.stats.bytes_received += len(body)
+            return body
+        try:
+            decoder = BodyDecoder.for_header(response.headers.get("content-encoding"))
+        except ValueError as exc:
+            raise ApiError(f"page {number}: {exc} ({self.page_url(number)})",
+                           url=self.page_url(number), status=200) from None  # fmt: skip
         chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > limit:
-                self._too_large(number, size)
-            chunks.append(chunk)
-        self.stats.bytes_received += size
+        size = wire = 0
+        try:
+            async for chunk in response.aiter_raw():
+                wire += len(chunk)
+                if decoder is not None:
+                    # Never more than the limit out of one piece: a bomb's 64 KB is 64 MB.
+                    chunk = decoder.decode(chunk, limit + 1 - size)
+                size += len(chunk)
+                if size > limit or wire > limit:
+                    self._too_large(number, size, decoder, wire)
+                chunks.append(chunk)
+            if decoder is not None and not decoder.complete:
+                raise zlib.error("the stream ends before its end marker")
+        except zlib.error as exc:
+            self.stats.failures["invalid_body"] += 1
+            url = self.page_url(number)
+            raise InvalidBodyError(
+                f"{NOT_A_LISTING}{url} is a corrupt {decoder.encoding if decoder else ''} "
+                f"stream ({exc})",
+                url=url,
+                status=200,
+            ) from None
+        self.stats.bytes_received += wire
         return b"".join(chunks)
 
-    def _too_large(self, number: int, size: int) -> None:
+    def _too_large(
+        self, number: int, size: int, decoder: BodyDecoder | None = None, wire: int = 0
+    ) -> None:
         self.stats.failures["too_large"] += 1
+        limit = f"max_response_bytes={self.settings.max_response_bytes}"
+        if decoder is None:
+            what = f"response of {size} bytes or more exceeds {limit}"
+        else:
+            what = (
+                f"{decoder.encoding} response inflates to more than {limit} from {wire} bytes "
+                "on the wire (a compression bomb?)"
+            )
         raise ResponseTooLargeError(
-            f"page {number}: response of {size} bytes or more exceeds max_response_bytes="
-            f"{self.settings.max_response_bytes} ({self.page_url(number)})",
+            f"page {number}: {what} ({self.page_url(number)})",
             url=self.page_url(number),
             status=200,
         )
@@ -326,7 +432,7 @@ class ReqresClient:
                 status=status,
             )
         if 300 <= status < 400:
-            target = headers.get("location", "?")
+            target = clip(headers.get("location", "?"))
             raise ApiError(
                 f"HTTP {status} redirect from {url} to {target}: redirects are not followed "
                 "(the API key must not travel); set --base-url to the final address",
@@ -338,29 +444,34 @@ class ReqresClient:
     # -- every page ------------------------------------------------------------------------
 
     async def iter_pages(
-        self, *, skip: Collection[int] = (), stop: StopSignal | None = None
+        self,
+        *,
+        skip: Collection[int] | Mapping[int, PageSummary] = (),
+        stop: StopSignal | None = None,
     ) -> AsyncIterator[Page]:
-        """Yield page 1, then pages 2..total_pages as they arrive (concurrently).
+        """Yield page 1, then the other pages of the walk as they arrive (concurrently).
 
         Pages in ``skip`` are not fetched (page 1 is always fetched, to learn the total, but
-        not yielded when skipped). A page that fails after its retries is recorded in
-        ``failed_pages`` and the others go on; an error that no retry can fix (401, 400, a
-        404 on page 1) ends the iteration by raising it. Once ``stop`` is set no new page is
-        started; the iteration ends when the pages in flight are in.
+        not yielded when skipped); a mapping also says what each held, so a resumed walk
+        ends where the first one did. Which pages make the walk, whatever the concurrency,
+        is PagePlan's rule; ``incomplete_reasons()`` says afterwards if pages were left. A
+        page that fails after its retries is recorded in ``failed_pages`` and the others go
+        on; an error that no retry can fix (401, 400, a 404 on page 1) ends the iteration by
+        raising it. Once ``stop`` is set no new page is started; the iteration ends when the
+        pages in flight are in.
         """
         first = await self.fetch_page(1)
-        plan = PagePlan(first.total_pages, skip, self.settings.max_pages, stop)
-        if plan.total is None and not first.records:
-            plan.total = 1
-        self.total_pages = plan.total
+        concurrency = self.settings.concurrency
+        plan = PagePlan(first, skip, self.settings.max_pages, stop,
+                        window=WINDOW_PER_WORKER * concurrency)  # fmt: skip
+        self._plan = plan
+        self.total_pages = plan.known_total
         send, receive = anyio.create_memory_object_stream[Page | BaseException](
-            max_buffer_size=self.settings.concurrency
+            max_buffer_size=concurrency
         )
-        workers_wanted = self.settings.concurrency
-        if plan.total is not None:
-            workers_wanted = min(workers_wanted, plan.remaining())
         workers = [
-            asyncio.create_task(self._worker(plan, send.clone())) for _ in range(workers_wanted)
+            asyncio.create_task(self._worker(plan, send.clone()))
+            for _ in range(min(concurrency, plan.remaining()))
         ]
         send.close()
         try:
@@ -375,47 +486,52 @@ class ReqresClient:
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
-            self.total_pages = plan.total
+            self.total_pages = plan.known_total
 
     async def _worker(
         self, plan: PagePlan, send: MemoryObjectSendStream[Page | BaseException]
     ) -> None:
         async with send:
-            while (number := plan.claim()) is not None:
+            while (number := await plan.claim()) is not None:
                 try:
                     page = await self.fetch_page(number)
                 except PageFetchError as exc:
                     log.warning("%s", exc)
                     self.failed_pages[number] = exc
-                    continue
+                    released = plan.failed(number)
                 except Exception as exc:
-                    if isinstance(exc, ApiError) and not isinstance(
+                    if not isinstance(exc, ApiError) or isinstance(
                         exc, AuthError | BadRequestError
                     ):
-                        # Not fixable by retrying (a 404 or 501 for one page, a body too
-                        # large), but not the whole run's problem either.
-                        log.warning("page %d failed: %s", number, exc)
-                        self.failed_pages[number] = PageFetchError(
-                            str(exc), page=number, url=exc.url, cause=str(exc)
-                        )
-                        continue
-                    await send.send(exc)
-                    return
-                plan.observe(page)
-                self.total_pages = plan.total
-                await put(send, page)
+                        await send.send(exc)
+                        return
+                    # Not fixable by retrying (a 404 or 501 for one page, a body too large),
+                    # but not the whole run's problem either.
+                    log.warning("page %d failed: %s", number, exc)
+                    self.failed_pages[number] = PageFetchError(
+                        str(exc), page=number, url=exc.url, cause=str(exc)
+                    )
+                    released = plan.failed(number)
+                else:
+                    released = plan.arrived(page)
+                self.total_pages = plan.known_total
+                for ready in released:
+                    await put(send, ready)
 
 
 def _describe(exc: BaseException | None) -> str:
-    """A short, key-free description of a failure."""
+    """A short, key-free description of a failure; foreign text is cut to ~200 characters."""
     if exc is None:
         return "unknown error"
     if isinstance(exc, InvalidBodyError):
-        return "a body that is not a reqres listing (truncated or not JSON)"
+        # "the response from <url> is <what>": the url is in the message around this one.
+        return clip(str(exc).removeprefix(NOT_A_LISTING + exc.url + " is "))
     if isinstance(exc, RateLimitedError):
         after = f", Retry-After {exc.retry_after:g}s" if exc.retry_after is not None else ""
         return f"HTTP 429{after}"
     if isinstance(exc, ApiError):
-        return f"HTTP {exc.status}" if exc.status else str(exc)
-    text = str(exc)
+        return f"HTTP {exc.status}" if exc.status else clip(str(exc))
+    if isinstance(exc, HostNotFoundError | DeadlineExceeded):
+        return str(exc)
+    text = clip(str(exc))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

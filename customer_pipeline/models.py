@@ -104,8 +104,13 @@ class ExportMetadata(BaseModel):
     total_customers: int
     export_timestamp: str = Field(description="ISO 8601, UTC")
     data_quality_summary: QualitySummary
-    complete: bool = Field(description="false when some pages failed after every retry")
+    complete: bool = Field(description="false when pages may be missing: failed, or past max_pages")
     failed_pages: list[int]
+    incomplete_reasons: list[str] = Field(
+        default_factory=list,
+        description='why complete is false, e.g. "the API reports 100050 pages; max_pages is '
+        '100000"; empty when it is true',
+    )
     source: str = Field(description="the API's base URL (never the key)")
     seed: int
     pipeline_version: str

@@ -52,6 +52,7 @@ class RunResult:
 
     complete: bool
     failed_pages: list[int]
+    incomplete_reasons: list[str]
     customers: int
     duplicates_removed: int
     rejected: int
@@ -63,7 +64,7 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        """0 when every page was fetched, 3 when some failed after every retry."""
+        """0 when every page was fetched, 3 when pages may be missing (incomplete_reasons)."""
         return 0 if self.complete else 3
 
 
@@ -217,7 +218,10 @@ async def _run(
             )
         fetched_at = time.perf_counter()
         failed_pages = sorted(client.failed_pages)
-        complete = not failed_pages
+        reasons = client.incomplete_reasons()
+        complete = not reasons
+        for reason in reasons:
+            log.warning("incomplete: %s", reason)
         quality: dict[str, Any] = {}
 
         def metadata() -> dict[str, Any]:
@@ -227,6 +231,7 @@ async def _run(
                 bands=quality["bands"],
                 complete=complete,
                 failed_pages=failed_pages,
+                incomplete_reasons=reasons,
                 source=settings.base_url,
                 seed=settings.seed,
             )
@@ -248,6 +253,7 @@ async def _run(
             "elapsed_s": round(elapsed, 3),
             "complete": complete,
             "failed_pages": failed_pages,
+            "incomplete_reasons": reasons,
             "resumed_pages": counters.replayed_pages,
             "source": settings.base_url,
             "seed": settings.seed,
@@ -279,7 +285,7 @@ async def _run(
     log.info(
         "run %s: %d customers (high %d, medium %d, low %d), %d duplicates removed, "
         "%d rejected, %d requests, %d retries, %.2fs",
-        "complete" if complete else f"INCOMPLETE (failed pages {failed_pages})",
+        "complete" if complete else f"INCOMPLETE ({'; '.join(reasons)})",
         spool.unique,
         quality["bands"]["high"],
         quality["bands"]["medium"],
@@ -293,6 +299,7 @@ async def _run(
     return RunResult(
         complete=complete,
         failed_pages=failed_pages,
+        incomplete_reasons=reasons,
         customers=spool.unique,
         duplicates_removed=spool.duplicates,
         rejected=counters.rejected,

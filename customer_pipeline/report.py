@@ -69,6 +69,7 @@ def export_metadata(
     bands: dict[str, int],
     complete: bool,
     failed_pages: list[int],
+    incomplete_reasons: list[str],
     source: str,
     seed: int,
 ) -> dict[str, Any]:
@@ -79,6 +80,7 @@ def export_metadata(
         "data_quality_summary": bands,
         "complete": complete,
         "failed_pages": failed_pages,
+        "incomplete_reasons": incomplete_reasons,
         "source": source,
         "seed": seed,
         "pipeline_version": __version__,

@@ -21,7 +21,7 @@ from ._streams import items, put
 from .checkpoint import Checkpoint
 from .client import ReqresClient
 from .dedup import SortedSpool, summary_code
-from .paging import Page, StopSignal
+from .paging import Page, PageSummary, StopSignal
 from .rules import Rejected, enrich, validate_and_score
 from .writer import RejectedWriter
 
@@ -79,11 +79,13 @@ async def fetch_stage(
     """
     started = time.perf_counter()
     progress = _ProgressLog(client, counters, on_progress)
-    done: set[int] = set()
+    done: dict[int, PageSummary] = {}
     async with send:
         if checkpoint is not None and checkpoint.resumed:
             for page in checkpoint.replay(client.settings.per_page):
-                done.add(page.number)
+                # What each page held, not its records: the resumed walk ends where the
+                # first one did, and memory stays small.
+                done[page.number] = PageSummary(not page.records, page.total_pages)
                 counters.replayed_pages += 1
                 counters.raw_records += len(page.records)
                 progress.page_done()

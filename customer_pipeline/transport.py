@@ -1,20 +1,48 @@
 """The HTTP layer under the client: httpx's API over aiohttp's transport (or httpx's own).
 
 httpx's own connection pool is several times slower at high concurrency (encode/httpx#3215),
-so the aiohttp transport is the default; both are sized to ``concurrency``.
+so the aiohttp transport is the default; both are sized to ``concurrency``. Either is wrapped
+in a SeamTransport, the one place where a lower library's failures are mapped: a name that
+does not resolve becomes HostNotFoundError, any other aiohttp error an httpx.TransportError.
+Bodies are read raw and inflated here, a bounded piece at a time (``BodyDecoder``), because
+httpx inflates a whole network chunk at once: 64 KB of a gzip bomb is 64 MB.
 """
 
 from __future__ import annotations
 
+import socket
+import zlib
+from collections.abc import AsyncIterator
 from http.cookiejar import CookieJar
-from typing import Any
+from typing import Any, Final
 
+import aiohttp
 import httpx
 
 from ._version import __version__
 from .settings import Settings
 
-DEFAULT_HEADERS = {"user-agent": f"customer-pipeline/{__version__}", "accept": "application/json"}
+DEFAULT_HEADERS: Final = {
+    "user-agent": f"customer-pipeline/{__version__}",
+    "accept": "application/json",
+    # Only what BodyDecoder can inflate within a bound (httpx would add br or zstd when
+    # their packages happen to be installed).
+    "accept-encoding": "gzip, deflate",
+}
+# getaddrinfo's "no such name" answers; others (EAI_AGAIN) may be a resolver's blip.
+_NO_SUCH_NAME: Final = frozenset(
+    getattr(socket, name, None) for name in ("EAI_NONAME", "EAI_NODATA", "EAI_FAIL")
+)
+
+
+class HostNotFoundError(httpx.ConnectError):
+    """The base URL's host name does not resolve (a typo, or no DNS here)."""
+
+    def __init__(self, host: str, *, temporary: bool) -> None:
+        detail = "a temporary failure of the resolver" if temporary else "no such name"
+        super().__init__(f"cannot resolve host {host} ({detail})")
+        self.host = host
+        self.temporary = temporary
 
 
 def make_http_client(settings: Settings) -> httpx.AsyncClient:
@@ -30,7 +58,7 @@ def make_http_client(settings: Settings) -> httpx.AsyncClient:
     else:
         transport = httpx.AsyncHTTPTransport(limits=limits, verify=settings.verify_tls)
     return httpx.AsyncClient(
-        transport=transport,
+        transport=SeamTransport(transport),
         timeout=httpx.Timeout(settings.timeout),
         # A redirect must never carry x-api-key to another origin; we follow none.
         follow_redirects=False,
@@ -38,6 +66,120 @@ def make_http_client(settings: Settings) -> httpx.AsyncClient:
         # A listing API needs no session; parsing Set-Cookie costs more than the request.
         cookies=_NoCookies(),
     )
+
+
+class SeamTransport(httpx.AsyncBaseTransport):
+    """Wraps a transport so that what it raises, sending or streaming, is httpx's kind."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            response = await self.inner.handle_async_request(request)
+        except Exception as exc:
+            mapped = map_error(exc, request)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+        if isinstance(response.stream, httpx.AsyncByteStream):
+            response.stream = _SeamStream(response.stream, request)
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _SeamStream(httpx.AsyncByteStream):
+    """A response body whose read errors are mapped like the request's."""
+
+    def __init__(self, inner: httpx.AsyncByteStream, request: httpx.Request) -> None:
+        self._inner = inner
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._inner:
+                yield chunk
+        except Exception as exc:
+            mapped = map_error(exc, self._request)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def map_error(exc: Exception, request: httpx.Request) -> Exception:
+    """httpx's exception for what a transport raised (``exc`` itself when it already is)."""
+    resolver_error = _resolver_error(exc)
+    if resolver_error is not None:
+        return HostNotFoundError(
+            request.url.host, temporary=resolver_error.errno not in _NO_SUCH_NAME
+        )
+    if isinstance(exc, httpx.TransportError | TimeoutError) or not isinstance(
+        exc, aiohttp.ClientError
+    ):
+        return exc
+    # What httpx-aiohttp leaves unmapped: a bad status line, a malformed header...
+    return httpx.RemoteProtocolError(str(exc), request=request)
+
+
+def _resolver_error(exc: BaseException) -> socket.gaierror | None:
+    """The getaddrinfo failure behind ``exc`` (aiohttp and httpx both chain it), if any."""
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, socket.gaierror):
+            return error
+        if isinstance(getattr(error, "os_error", None), socket.gaierror):
+            return error.os_error  # type: ignore[attr-defined, no-any-return]
+        error = error.__cause__ or error.__context__
+    return None
+
+
+class BodyDecoder:
+    """Inflates a gzip or deflate body piece by piece, never past a given length."""
+
+    def __init__(self, encoding: str) -> None:
+        self.encoding = encoding
+        # gzip: 16 + MAX_WBITS; deflate is zlib-wrapped, or raw from some servers (below).
+        self._wbits = 16 + zlib.MAX_WBITS if encoding in ("gzip", "x-gzip") else zlib.MAX_WBITS
+        self._inflater = zlib.decompressobj(self._wbits)
+        self._started = False
+
+    @classmethod
+    def for_header(cls, value: str | None) -> BodyDecoder | None:
+        """The decoder a Content-Encoding header asks for; None for identity.
+
+        Raises ValueError for an encoding we did not ask for and cannot bound.
+        """
+        encoding = (value or "").strip().lower()
+        if encoding in ("", "identity"):
+            return None
+        if encoding in ("gzip", "x-gzip", "deflate"):
+            return cls(encoding)
+        raise ValueError(f"unsupported Content-Encoding {encoding[:40]!r}")
+
+    def decode(self, data: bytes, max_length: int) -> bytes:
+        """Inflate ``data``; at most ``max_length`` bytes come out (more would mean too many)."""
+        try:
+            out = self._inflater.decompress(data, max_length)
+        except zlib.error:
+            if self._started or self._wbits != zlib.MAX_WBITS:
+                raise
+            self._wbits = -zlib.MAX_WBITS  # a raw deflate stream, without the zlib header
+            self._inflater = zlib.decompressobj(self._wbits)
+            out = self._inflater.decompress(data, max_length)
+        self._started = True
+        return out
+
+    @property
+    def complete(self) -> bool:
+        """The compressed stream's end marker has been read."""
+        return self._inflater.eof
 
 
 class _NoCookies(CookieJar):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -21,8 +23,8 @@ from customer_pipeline import (
     PageNotFoundError,
     ReqresClient,
 )
-from customer_pipeline.client import BURST_SECONDS
-from customer_pipeline.paging import parse_retry_after
+from customer_pipeline.client import BURST_SECONDS, ApiStats
+from customer_pipeline.paging import PageSummary, parse_retry_after
 from customer_pipeline.transport import make_http_client
 
 from .conftest import BASE_URL, SECRET_KEY, fast_settings
@@ -349,7 +351,7 @@ async def test_empty_data_yields_an_empty_page() -> None:
 async def test_aiohttp_transport_is_the_default_and_is_intercepted_by_respx() -> None:
     settings = fast_settings(transport="aiohttp", concurrency=3)
     http = make_http_client(settings)
-    assert type(http._transport).__name__ == "AiohttpTransport"
+    assert type(http._transport.inner).__name__ == "AiohttpTransport"  # under our seam
     with respx.mock(using="httpx") as mock:
         mock.get(USERS).mock(
             side_effect=[httpx.Response(503), httpx.Response(200, content=listing(1, 1))]
@@ -376,3 +378,156 @@ async def test_breaking_out_early_cancels_the_workers() -> None:
     ]
     assert pending == []
     assert client.stats.requests < 500
+
+
+def test_retry_after_wait_is_never_a_negative_zero() -> None:
+    stats = ApiStats(retry_after_wait_s=-1e-9, limiter_wait_s=-0.0)
+    figures = stats.as_dict()
+    for name in ("retry_after_wait_s", "rate_limit_wait_s"):
+        assert figures[name] == 0 and math.copysign(1, figures[name]) == 1, name
+
+
+async def test_a_zero_retry_after_on_a_moving_clock_adds_no_negative_wait() -> None:
+    ticks = iter(range(10**6))
+
+    def clock() -> float:  # every reading a microsecond later, as a real clock would be
+        return 1000 + next(ticks) * 1e-6
+
+    async def no_sleep(seconds: float) -> None:
+        return None
+
+    with respx.mock:
+        respx.get(USERS).mock(
+            side_effect=[
+                httpx.Response(429, headers={"Retry-After": "0"}),
+                httpx.Response(200, content=listing(1, total_pages=1)),
+            ]
+        )
+        async with ReqresClient(fast_settings(), sleep=no_sleep, clock=clock) as client:
+            await client.fetch_page(1)
+    assert client.stats.retry_after_wait_s >= 0
+    assert math.copysign(1, client.stats.as_dict()["retry_after_wait_s"]) == 1
+
+
+def counted_api(
+    last_page: int, envelope: Callable[[int], dict[str, Any]], seen: list[int]
+) -> Callable[[httpx.Request], httpx.Response]:
+    """One user on each of pages 1..last_page, empty pages after; ``envelope`` adds counts."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        page = page_of(request)
+        seen.append(page)
+        data = [{"id": page}] if page <= last_page else []
+        return httpx.Response(200, json={"data": data, **envelope(page)})
+
+    return answer
+
+
+@pytest.mark.parametrize("concurrency", [1, 7])
+async def test_more_pages_than_max_pages_fetches_max_pages_and_says_why_it_is_incomplete(
+    concurrency: int,
+) -> None:
+    seen: list[int] = []
+    with respx.mock:
+        respx.get(USERS).mock(side_effect=counted_api(12, lambda p: {"total_pages": 12}, seen))
+        settings = fast_settings(max_pages=10, concurrency=concurrency)
+        async with ReqresClient(settings) as client:
+            pages = await collect(client)
+    assert sorted(pages) == list(range(1, 11)) and max(seen) == 10
+    assert client.incomplete_reasons() == ["the API reports 12 pages; max_pages is 10"]
+
+
+async def test_a_bogus_huge_count_costs_no_extra_requests_but_is_not_called_complete() -> None:
+    seen: list[int] = []
+    with respx.mock:
+        respx.get(USERS).mock(side_effect=counted_api(3, lambda p: {"total_pages": 10**9}, seen))
+        async with ReqresClient(fast_settings(concurrency=4)) as client:
+            pages = await collect(client)
+    assert sorted(pages) == [1, 2, 3, 4] and len(seen) <= 4 + 4 * 4
+    [reason] = client.incomplete_reasons()
+    assert "reports 1000000000 pages" in reason and "page 4 was empty" in reason
+
+
+async def test_no_count_and_no_empty_page_before_max_pages_is_incomplete() -> None:
+    seen: list[int] = []
+    with respx.mock:
+        respx.get(USERS).mock(side_effect=counted_api(50, lambda p: {}, seen))
+        async with ReqresClient(fast_settings(max_pages=8)) as client:
+            pages = await collect(client)
+    assert sorted(pages) == list(range(1, 9)) and max(seen) == 8
+    [reason] = client.incomplete_reasons()
+    assert "page 8" in reason and "max_pages" in reason
+
+
+async def test_a_complete_walk_has_no_incomplete_reasons() -> None:
+    seen: list[int] = []
+    with respx.mock:
+        respx.get(USERS).mock(side_effect=counted_api(5, lambda p: {"total_pages": 5}, seen))
+        async with ReqresClient(fast_settings(max_pages=5)) as client:
+            await collect(client)
+    assert client.incomplete_reasons() == []
+
+
+@pytest.mark.parametrize("concurrency", [1, 2, 10, 50])
+async def test_without_a_count_the_walk_ends_at_the_first_empty_page_at_any_concurrency(
+    concurrency: int,
+) -> None:
+    async def answer(request: httpx.Request) -> httpx.Response:
+        page = page_of(request)
+        for _ in range(10 if page == 3 else 1):  # the empty page comes in last
+            await asyncio.sleep(0)
+        data = [] if page == 3 or page > 5 else [{"id": page}]  # a gap at page 3
+        return httpx.Response(200, json={"data": data})
+
+    with respx.mock:
+        respx.get(USERS).mock(side_effect=answer)
+        async with ReqresClient(fast_settings(concurrency=concurrency)) as client:
+            pages = await collect(client)
+    assert sorted(pages) == [1, 2, 3]  # 4 and 5 lie past the end, whoever fetched them
+    assert client.incomplete_reasons() == []
+
+
+async def test_the_walk_runs_at_most_a_few_times_concurrency_past_a_stalled_page() -> None:
+    seen: list[int] = []
+    released = False
+    ahead_while_stalled = 0
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        nonlocal released, ahead_while_stalled
+        page = page_of(request)
+        seen.append(page)
+        if page == 2:
+            for _ in range(300):  # long enough for the others to run as far as they may
+                await asyncio.sleep(0)
+            ahead_while_stalled = max(seen)
+            released = True
+        return httpx.Response(200, json={"data": [{"id": page}] if page <= 200 else []})
+
+    with respx.mock:
+        respx.get(USERS).mock(side_effect=answer)
+        async with ReqresClient(fast_settings(concurrency=4)) as client:
+            pages = await collect(client)
+    assert released and sorted(pages) == list(range(1, 202))
+    assert 2 < ahead_while_stalled <= 2 + 4 * 4
+
+
+async def test_a_resumed_walk_without_counts_passes_its_recorded_pages_and_ends_as_before() -> None:
+    seen: list[int] = []
+    recorded = {n: PageSummary(empty=False, total_pages=None) for n in range(2, 41)}
+    with respx.mock:
+        respx.get(USERS).mock(side_effect=counted_api(45, lambda p: {}, seen))
+        async with asyncio.timeout(10), ReqresClient(fast_settings(concurrency=1)) as client:
+            pages = [p.number async for p in client.iter_pages(skip=recorded)]
+    assert pages == [1, 41, 42, 43, 44, 45, 46]  # 40 recorded pages: more than the window
+    assert sorted(seen) == [1, *range(41, 47)]
+
+
+async def test_a_resumed_walk_ends_at_a_recorded_empty_page() -> None:
+    seen: list[int] = []
+    recorded = {2: PageSummary(empty=False, total_pages=None),
+                3: PageSummary(empty=True, total_pages=None)}  # fmt: skip
+    with respx.mock:
+        respx.get(USERS).mock(side_effect=counted_api(9, lambda p: {}, seen))
+        async with ReqresClient(fast_settings(concurrency=3)) as client:
+            pages = [p.number async for p in client.iter_pages(skip=recorded)]
+    assert pages == [1] and client.incomplete_reasons() == []

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
 import socket
+import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import aiohttp
+import aiohttp.abc
 import httpx
 import orjson
 import pytest
@@ -15,14 +20,31 @@ import respx
 
 from customer_pipeline import (
     ApiUnreachableError,
+    PageFetchError,
+    PipelineError,
     ReqresClient,
     ResponseTooLargeError,
     run_pipeline,
 )
+from customer_pipeline.transport import SeamTransport
 
 from .conftest import BASE_URL, fast_settings
+from .hostile_server import (
+    Reply,
+    bare_array,
+    dribble,
+    gzip_bomb,
+    hostile_server,
+    html_page,
+    json_page,
+    listing,
+    raw,
+    redirect,
+    short_body,
+)
 
 USERS = f"{BASE_URL}/api/users"
+GZIP = (("Content-Type", "application/json"), ("Content-Encoding", "gzip"))
 
 
 def user(i: int, **fields: Any) -> dict[str, Any]:
@@ -207,7 +229,7 @@ async def test_a_server_that_never_answers_times_out(raw_server: Callable[..., A
     loop = asyncio.get_running_loop()
     started = loop.time()
     async with ReqresClient(settings) as client:
-        with pytest.raises(ApiUnreachableError, match="Timeout"):
+        with pytest.raises(ApiUnreachableError, match=r"no complete response within 0\.2s"):
             await client.fetch_page(1)
     assert loop.time() - started < 3
 
@@ -224,3 +246,216 @@ def test_nothing_listens_fails_fast_with_the_url() -> None:
 
     with pytest.raises(ApiUnreachableError, match=f"127.0.0.1:{port}/api/users"):
         asyncio.run(go())
+
+
+# -- hostile servers of our own (tests/hostile_server.py) ------------------------------------
+
+
+def users(*ids: int) -> list[dict[str, Any]]:
+    return [user(i) for i in ids]
+
+
+def exported_ids(result: Any) -> list[int]:
+    return [c["customer_id"] for c in load(result.customers_path)["customers"]]
+
+
+async def failed_fetch(
+    pages: dict[int, Reply], number: int, interval: float = 0.001, **overrides: Any
+) -> tuple[PipelineError, ReqresClient]:
+    """Fetch one page from a hostile server; the error it ended with, and the client."""
+    async with hostile_server(pages, interval=interval) as url:
+        client = ReqresClient(fast_settings(base_url=url, **overrides))
+        async with client:
+            with pytest.raises(PipelineError) as info:
+                await client.fetch_page(number)
+    return info.value, client
+
+
+@pytest.mark.parametrize("where", ["page 1", "a later page"])
+async def test_counts_in_unicode_digits_are_not_counts_and_resume_works(
+    tmp_path: Path, where: str
+) -> None:
+    # "²".isdigit() is True but int("²") fails: such a count is no count at all.
+    healthy = False
+
+    def answer(page: int) -> Reply:
+        count = "²" if (page == 1) == (where == "page 1") else 4
+        if page == 3 and not healthy:
+            return Reply(status=500)
+        return listing(users(page) if page <= 4 else [], total_pages=count)
+
+    async with hostile_server(answer) as url:
+        settings = fast_settings(base_url=url, output_dir=tmp_path, max_retries=1)
+        first = await run_pipeline(settings)
+        assert (first.exit_code, first.failed_pages) == (3, [3])
+        healthy = True
+        second = await run_pipeline(settings, resume=True)  # replays the "²" page too
+    assert second.exit_code == 0 and exported_ids(second) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("depth", [300, 1000])
+async def test_rejected_records_nested_deep_are_written_whole(tmp_path: Path, depth: int) -> None:
+    deep = b"[" * depth + b'"bottom"' + b"]" * depth  # no JSON writer would make it
+    body = b'{"total_pages": 1, "data": [%s, {"email": "no-id@x.io", "nested": %s}, %s]}' % (
+        orjson.dumps(user(1)), deep, deep)  # fmt: skip
+    async with hostile_server({1: Reply(body=body)}) as url:
+        result = await run_pipeline(fast_settings(base_url=url, output_dir=tmp_path))
+    assert result.exit_code == 0 and exported_ids(result) == [1]
+    assert result.rejected_path is not None
+    written = result.rejected_path.read_bytes().splitlines()
+    lines = [orjson.loads(line) for line in written]  # each line is valid JSON
+    assert [(line["position"], line["reason"]) for line in lines] == [
+        (1, "id missing"), (2, "record is not a JSON object")]  # fmt: skip
+    assert lines[0]["record"]["email"] == "no-id@x.io"
+    assert deep in written[0] and deep in written[1]  # every level is there (== would recurse)
+
+
+async def test_an_id_wider_than_64_bits_is_kept_as_sent_with_the_real_reason(
+    tmp_path: Path,
+) -> None:
+    huge = 10**29
+    body = (b'{"total_pages": 1, "data": [{"id": 1}, {"id": %d, "email": "a@b.io", "n": %d},'
+            b' {"id": 1e29}, {"id": 9.0}]}' % (huge, huge + 1))  # fmt: skip
+    async with hostile_server({1: Reply(body=body)}) as url:
+        result = await run_pipeline(fast_settings(base_url=url, output_dir=tmp_path))
+    assert result.rejected_path is not None
+    text = result.rejected_path.read_text()
+    lines = [json.loads(line) for line in text.splitlines()]  # orjson would read 1e+29
+    assert lines[0]["reason"] == f"id {huge} is larger than 2**63-1"
+    assert lines[0]["record"] == {"id": huge, "email": "a@b.io", "n": huge + 1}
+    assert str(huge) in text and "1e+29" not in text.splitlines()[0]
+    assert [line["reason"] for line in lines[1:]] == ["id is not an integer"] * 2
+
+
+@pytest.mark.parametrize("part", ["headers", "body"])
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_a_dribbling_response_is_cut_off_by_the_whole_request_deadline(
+    part: Literal["headers", "body"], transport: str
+) -> None:
+    # One byte every 5 ms never trips a per-read timeout of 0.2 s; 600 bytes take 3 s.
+    slow = dribble(listing(users(*range(1, 7)), total_pages=1, pad="x" * 400), part)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    error, client = await failed_fetch(
+        {1: slow}, 1, interval=0.005, timeout=0.2, max_retries=1, transport=transport
+    )
+    assert loop.time() - started < 1.5  # two attempts of 0.2 s and a tiny backoff
+    assert isinstance(error, ApiUnreachableError)
+    assert "no complete response within 0.2s" in str(error)
+    assert client.stats.failures["deadline"] == 2
+
+
+class FailingResolver(aiohttp.abc.AbstractResolver):
+    """A resolver that knows no host, so no test does real DNS."""
+
+    async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[Any]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    async def close(self) -> None:
+        return None
+
+
+class DnsFailingTransport(httpx.AsyncBaseTransport):
+    """What httpx's own transport raises for a name that does not resolve."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        try:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        except socket.gaierror as exc:
+            raise httpx.ConnectError(str(exc)) from exc
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_a_host_that_does_not_resolve_is_named_and_not_retried_at_length(
+    transport: str,
+) -> None:
+    settings = fast_settings(base_url="http://nowhere.invalid", max_retries=5)
+    inner: httpx.AsyncBaseTransport
+    if transport == "aiohttp":
+        from httpx_aiohttp import AiohttpTransport
+
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=FailingResolver()))
+        inner = AiohttpTransport(client=session)
+    else:
+        inner = DnsFailingTransport()
+    async with (
+        httpx.AsyncClient(transport=SeamTransport(inner)) as http,
+        ReqresClient(settings, http=http) as client,
+    ):
+        with pytest.raises(ApiUnreachableError) as info:
+            await client.fetch_page(1)
+    message = str(info.value)
+    assert "cannot resolve host nowhere.invalid" in message and "--base-url" in message
+    assert "Timeout" not in message
+    assert client.stats.requests == 2  # one retry for a resolver blip, not the whole budget
+
+
+@pytest.mark.parametrize(
+    ("reply", "said"),
+    [
+        (bare_array(users(1, 2)), "a JSON array, not a listing object"),
+        (html_page(), "an HTML page"),
+        (Reply(body=b'{"total_pages": 1, "data": [{"id": 1'), "JSON cut short at byte 36"),
+        (json_page({"users": []}), "a JSON object with no 'data' list"),
+        (json_page("users"), "a JSON string, not a listing object"),
+        (Reply(body=b""), "an empty body"),
+        (Reply(body=b"id,email\n1,a@b.io\n"), "not JSON"),
+        (Reply(body=b"\x1f\x8b not gzip at all", headers=GZIP), "a corrupt gzip stream"),
+        (Reply(body=gzip.compress(b'{"data": []}')[:-12], headers=GZIP), "a corrupt gzip"),
+    ],
+)
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_a_200_that_is_not_a_listing_says_what_it_is(
+    reply: Reply, said: str, transport: str
+) -> None:
+    error, _ = await failed_fetch({2: reply}, 2, max_retries=1, transport=transport)
+    assert isinstance(error, PageFetchError)
+    assert said in str(error) and "truncated or not JSON" not in str(error)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        raw(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n" + b"y" * 1500),
+        short_body(b'{"data": [{"email": "' + b"x" * 1500, 4000),
+        redirect("http://elsewhere.example/" + "p" * 1500),
+        Reply(status=299, body=b"z" * 1500),
+    ],
+)
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_bodies_and_foreign_text_in_messages_are_cut_short(
+    reply: Reply, transport: str
+) -> None:
+    error, _ = await failed_fetch({2: reply}, 2, max_retries=1, transport=transport)
+    message = str(error)
+    assert len(message) < 200 + 250, message  # ~200 of theirs, the rest ours (URL, fix)
+    assert "y" * 300 not in message and "x" * 300 not in message and "p" * 300 not in message
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_a_gzip_bomb_fails_only_its_page_without_inflating_it(
+    tmp_path: Path, transport: str
+) -> None:
+    limit = 1_000_000
+    pages = {1: listing(users(1), total_pages=3), 2: gzip_bomb(64 << 20),
+             3: Reply(body=gzip.compress(orjson.dumps({"total_pages": 3, "data": users(3)})),
+                      headers=GZIP)}  # fmt: skip
+    settings = fast_settings(max_response_bytes=limit, transport=transport, output_dir=tmp_path)
+    async with hostile_server(pages) as url:
+        settings = settings.model_copy(update={"base_url": url})
+        async with ReqresClient(settings) as client:
+            tracemalloc.start()
+            try:
+                with pytest.raises(ResponseTooLargeError, match="max_response_bytes") as info:
+                    await client.fetch_page(2)
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+        assert peak < 4 * limit  # inflated as it streamed, never a whole chunk at once
+        assert "gzip" in str(info.value)
+        result = await run_pipeline(settings)
+    assert result.failed_pages == [2] and exported_ids(result) == [1, 3]

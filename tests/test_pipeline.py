@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
+import respx
 
 from customer_pipeline import (
     AuthError,
@@ -18,7 +22,7 @@ from customer_pipeline import (
 from customer_pipeline.models import ExportDocument, Rejection, SummaryReport
 from customer_pipeline.simulator import Dataset
 
-from .conftest import SECRET_KEY, fast_settings
+from .conftest import BASE_URL, SECRET_KEY, fast_settings
 from .helpers import pages_api
 from .reference import expected_customers, expected_rejections
 
@@ -201,3 +205,63 @@ async def test_stream_customers_raises_after_yielding_when_pages_failed() -> Non
         async for customer in stream_customers(fast_settings(max_retries=1)):
             got.append(customer)
     assert len(got) == 7 * 6  # every good page came through first
+
+
+async def test_more_pages_than_max_pages_is_an_incomplete_run_that_says_why(
+    tmp_path: Path,
+) -> None:
+    with pages_api(set(), total_pages=8):
+        result = await run_pipeline(fast_settings(output_dir=tmp_path, max_pages=6))
+    reason = "the API reports 8 pages; max_pages is 6"
+    assert result.exit_code == 3 and not result.complete and result.failed_pages == []
+    assert result.incomplete_reasons == [reason]
+    doc = load(result.customers_path)
+    ExportDocument.model_validate(doc)
+    assert doc["metadata"]["complete"] is False
+    assert doc["metadata"]["incomplete_reasons"] == [reason]
+    assert len(doc["customers"]) == 6 * 6
+    report = load(result.report_path)
+    assert report["run"]["complete"] is False and report["run"]["incomplete_reasons"] == [reason]
+    assert reason in result.log_path.read_text()
+
+
+async def test_a_complete_run_has_empty_incomplete_reasons(tmp_path: Path) -> None:
+    with pages_api(set()):
+        result = await run_pipeline(fast_settings(output_dir=tmp_path))
+    assert result.exit_code == 0 and result.incomplete_reasons == []
+    assert load(result.customers_path)["metadata"]["incomplete_reasons"] == []
+    assert load(result.report_path)["run"]["incomplete_reasons"] == []
+
+
+async def test_failed_pages_are_a_reason_too(tmp_path: Path) -> None:
+    with pages_api({3, 5}):
+        result = await run_pipeline(fast_settings(output_dir=tmp_path, max_retries=1))
+    assert result.incomplete_reasons == ["pages [3, 5] failed after every retry"]
+    assert load(result.customers_path)["metadata"]["incomplete_reasons"] == [
+        "pages [3, 5] failed after every retry"
+    ]
+
+
+async def test_a_gap_without_counts_gives_one_result_at_any_concurrency(tmp_path: Path) -> None:
+    async def answer(request: httpx.Request) -> httpx.Response:
+        page = int(request.url.params["page"])
+        for _ in range(10 if page == 3 else 1):  # the empty page comes in last
+            await asyncio.sleep(0)
+        data = [] if page == 3 or page > 5 else [
+            {"id": page * 10 + i, "email": f"u{i}@x.io"} for i in range(6)]  # fmt: skip
+        return httpx.Response(200, json={"data": data})
+
+    exports = []
+    for concurrency in (1, 10):
+        out = tmp_path / f"c{concurrency}"
+        with respx.mock:
+            respx.get(f"{BASE_URL}/api/users").mock(side_effect=answer)
+            result = await run_pipeline(
+                fast_settings(output_dir=out, concurrency=concurrency), keep_checkpoint=True
+            )
+        exports.append(load(result.customers_path)["customers"])
+        with sqlite3.connect(out / ".checkpoint.sqlite3") as db:
+            recorded = sorted(n for (n,) in db.execute("SELECT number FROM pages"))
+        assert recorded == [1, 2, 3], concurrency  # pages past the end are never recorded
+        assert result.complete
+    assert exports[0] == exports[1] and len(exports[0]) == 12

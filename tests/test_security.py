@@ -76,7 +76,7 @@ def test_tls_is_verified_by_default_and_off_only_when_asked() -> None:
 
 
 def ssl_mode(http: Any) -> ssl.VerifyMode:
-    transport = http._transport
+    transport = getattr(http._transport, "inner", http._transport)  # under SeamTransport
     context = getattr(transport, "ssl_context", None)
     if context is None:  # httpx's own transport keeps it on its connection pool
         context = transport._pool._ssl_context
