@@ -354,6 +354,9 @@ class ReqresClient:
                     chunk = decoder.decode(chunk, limit + 1 - size)
                 size += len(chunk)
                 if size > limit or wire > limit:
+                    # The error's traceback keeps this frame, so these bytes, alive a while.
+                    chunks.clear()
+                    chunk = b""
                     self._too_large(number, size, decoder, wire)
                 chunks.append(chunk)
             if decoder is not None and not decoder.complete:
@@ -497,7 +500,7 @@ class ReqresClient:
                     page = await self.fetch_page(number)
                 except PageFetchError as exc:
                     log.warning("%s", exc)
-                    self.failed_pages[number] = exc
+                    self.failed_pages[number] = _without_frames(exc)
                     released = plan.failed(number)
                 except Exception as exc:
                     if not isinstance(exc, ApiError) or isinstance(
@@ -508,8 +511,8 @@ class ReqresClient:
                     # Not fixable by retrying (a 404 or 501 for one page, a body too large),
                     # but not the whole run's problem either.
                     log.warning("page %d failed: %s", number, exc)
-                    self.failed_pages[number] = PageFetchError(
-                        str(exc), page=number, url=exc.url, cause=str(exc)
+                    self.failed_pages[number] = _without_frames(
+                        PageFetchError(str(exc), page=number, url=exc.url, cause=str(exc))
                     )
                     released = plan.failed(number)
                 else:
@@ -517,6 +520,15 @@ class ReqresClient:
                 self.total_pages = plan.known_total
                 for ready in released:
                     await put(send, ready)
+
+
+def _without_frames(error: PageFetchError) -> PageFetchError:
+    """``error`` kept for the run's end without its tracebacks: their frames hold bodies."""
+    link: BaseException | None = error
+    while link is not None:
+        link.__traceback__ = None
+        link = link.__cause__ or link.__context__
+    return error
 
 
 def _describe(exc: BaseException | None) -> str:

@@ -459,3 +459,19 @@ async def test_a_gzip_bomb_fails_only_its_page_without_inflating_it(
         assert "gzip" in str(info.value)
         result = await run_pipeline(settings)
     assert result.failed_pages == [2] and exported_ids(result) == [1, 3]
+
+
+async def test_pages_that_failed_keep_none_of_their_bytes() -> None:
+    limit = 1_000_000
+    pages = {1: listing(users(1), total_pages=31)}
+    settings = fast_settings(max_response_bytes=limit, concurrency=8, max_retries=0)
+    async with hostile_server(lambda page: pages.get(page, gzip_bomb(16 << 20))) as url:
+        tracemalloc.start()
+        try:
+            async with ReqresClient(settings.model_copy(update={"base_url": url})) as client:
+                [page.number async for page in client.iter_pages()]
+                held = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+    assert sorted(client.failed_pages) == list(range(2, 32))
+    assert held < 10 * limit  # 30 failed pages, not 30 x max_response_bytes
