@@ -263,6 +263,9 @@ class ReqresClient:
     def _on_backoff(self, number: int, details: Any) -> None:
         self.stats.retries += 1
         exc = details.get("exception")
+        if exc is not None:
+            # It lives on through the wait; its frames would keep the body it could not use.
+            _drop_frames(exc)
         wait = float(details.get("wait", 0.0))
         if isinstance(exc, RateLimitedError):
             # Every worker waits, not just the one that was told.
@@ -522,12 +525,17 @@ class ReqresClient:
                     await put(send, ready)
 
 
-def _without_frames(error: PageFetchError) -> PageFetchError:
-    """``error`` kept for the run's end without its tracebacks: their frames hold bodies."""
+def _drop_frames(error: BaseException) -> None:
+    """Forget the tracebacks of ``error`` and its causes: their frames hold bodies."""
     link: BaseException | None = error
     while link is not None:
         link.__traceback__ = None
         link = link.__cause__ or link.__context__
+
+
+def _without_frames(error: PageFetchError) -> PageFetchError:
+    """``error``, to keep until the run's end, without its tracebacks."""
+    _drop_frames(error)
     return error
 
 

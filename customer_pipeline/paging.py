@@ -75,20 +75,21 @@ def parse_envelope(body: bytes, *, url: str, per_page: int) -> tuple[list[Any], 
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidBodyError(
-            f"{NOT_A_LISTING}{url} is {_not_json(body, exc)}", url=url, status=200
-        ) from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
-        raise InvalidBodyError(
-            f"{NOT_A_LISTING}{url} is {_not_a_listing(doc)}", url=url, status=200
-        )
-    total_pages = _as_count(doc.get("total_pages"))
-    if total_pages is None:
-        total = _as_count(doc.get("total"))
-        size = _as_count(doc.get("per_page")) or per_page
-        if total is not None and size:
-            total_pages = -(-total // size)
-    return doc["data"], total_pages
+        problem = _not_json(body, exc)
+    else:
+        if isinstance(doc, dict) and isinstance(records := doc.get("data"), list):
+            total_pages = _as_count(doc.get("total_pages"))
+            if total_pages is None:
+                total = _as_count(doc.get("total"))
+                size = _as_count(doc.get("per_page")) or per_page
+                if total is not None and size:
+                    total_pages = -(-total // size)
+            return records, total_pages
+        problem = _not_a_listing(doc)
+        doc = None  # the error's traceback would keep what orjson made of a bad body
+    # Raised out here, not in the except: a JSONDecodeError holds the whole body as text,
+    # and as this error's context it would live as long as this error (through retries).
+    raise InvalidBodyError(f"{NOT_A_LISTING}{url} is {problem}", url=url, status=200)
 
 
 NOT_A_LISTING: Final = "the response from "

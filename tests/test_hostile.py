@@ -461,11 +461,16 @@ async def test_a_gzip_bomb_fails_only_its_page_without_inflating_it(
     assert result.failed_pages == [2] and exported_ids(result) == [1, 3]
 
 
-async def test_pages_that_failed_keep_none_of_their_bytes() -> None:
+@pytest.mark.parametrize(
+    "bad",
+    [gzip_bomb(16 << 20), Reply(body=b"x" * 900_000), bare_array(["x" * 1000] * 900)],
+    ids=["bomb", "not JSON", "array"],
+)
+async def test_pages_that_failed_keep_none_of_their_bytes(bad: Reply) -> None:
     limit = 1_000_000
     pages = {1: listing(users(1), total_pages=31)}
-    settings = fast_settings(max_response_bytes=limit, concurrency=8, max_retries=0)
-    async with hostile_server(lambda page: pages.get(page, gzip_bomb(16 << 20))) as url:
+    settings = fast_settings(max_response_bytes=limit, concurrency=8, max_retries=1)
+    async with hostile_server(lambda page: pages.get(page, bad)) as url:
         tracemalloc.start()
         try:
             async with ReqresClient(settings.model_copy(update={"base_url": url})) as client:
