@@ -122,9 +122,9 @@ def print_summary(result: RunResult) -> None:
     api = r["api"]
     status = "Done" if result.complete else "INCOMPLETE"
     lines = [
-        f"{status}: {result.customers} customers (quality high {bands['high']}, "
-        f"medium {bands['medium']}, low {bands['low']}), {result.duplicates_removed} duplicates "
-        f"removed, {result.rejected} rejected",
+        f"{status}: {result.customers} customers (quality high {bands['high_quality']}, "
+        f"medium {bands['medium_quality']}, low {bands['low_quality']}), "
+        f"{result.duplicates_removed} duplicates removed, {result.rejected} rejected",
         f"API: {api['requests']} requests, {api['retries']} retries, "
         f"{api['rate_limited_429']} rate-limited; {r['timings']['total_s']:.2f}s",
         f"Files: {result.customers_path}, {result.report_path}"

@@ -37,7 +37,9 @@ async def test_defaults_reproduce_the_seed_sample(simulator: Any, tmp_path: Path
     assert george["email_domain"] == "reqres.in" and george["data_quality_score"] == 100
     assert [c["customer_id"] for c in doc["customers"]] == list(range(1, 13))
     assert doc["metadata"]["total_customers"] == 12
-    assert doc["metadata"]["data_quality_summary"] == {"high": 12, "medium": 0, "low": 0}
+    assert doc["metadata"]["data_quality_summary"] == {
+        "high_quality": 12, "medium_quality": 0, "low_quality": 0,
+    }  # fmt: skip
     assert doc["metadata"]["complete"] is True and result.exit_code == 0
     assert result.rejected_path is None and not (tmp_path / "rejected_records.jsonl").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [
@@ -144,7 +146,7 @@ async def test_report_counts_shares_and_timings(simulator: Any, tmp_path: Path) 
     # Shares and bands recomputed from the exported customers agree with the report.
     customers = load(result.customers_path)["customers"]
     assert sum(c["customer_tier"] == "basic" for c in customers) == tiers["basic"]["count"]
-    assert sum(c["data_quality_score"] >= 90 for c in customers) == quality["bands"]["high"]
+    assert sum(c["data_quality_score"] >= 90 for c in customers) == quality["bands"]["high_quality"]
 
 
 async def test_failed_pages_make_an_incomplete_export(tmp_path: Path) -> None:

@@ -1,0 +1,65 @@
+"""The output folder: one run's files at a time, no lock file, the seed's band keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import respx
+from pydantic import ValidationError
+
+from customer_pipeline import run_pipeline
+from customer_pipeline.console import print_summary
+from customer_pipeline.models import ExportDocument, QualitySummary
+
+from .conftest import BASE_URL, fast_settings
+
+OUTPUTS = ("processed_customers.json", "rejected_records.jsonl", "summary_report.json")
+SEED_BANDS = ["high_quality", "medium_quality", "low_quality"]
+
+
+def api(state: dict[str, Any]) -> respx.MockRouter:
+    """Two pages of 3 users; while state['dirty'], page 2 adds user 7 and a record with no id."""
+    router = respx.mock(assert_all_called=False)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        page = int(request.url.params["page"])
+        users: list[Any] = [
+            {"id": i, "email": f"u{i}@x.io", "first_name": "A", "last_name": "B",
+             "avatar": "https://x.io/a.png"}
+            for i in range(page * 3 - 2, page * 3 + 1)
+        ]  # fmt: skip
+        users[0].update(avatar=None, email=None)  # one medium-quality customer a page (80)
+        users[1].update(avatar=None, email=None, first_name=" ", last_name=None)  # one low (60)
+        if page == 2 and state["dirty"]:
+            users += [{"id": 7, "email": "u7@x.io"}, {"email": "no-id@x.io"}]
+        return httpx.Response(200, json={"total_pages": 2, "data": users})
+
+    router.get(f"{BASE_URL}/api/users").mock(side_effect=answer)
+    return router
+
+
+async def test_bands_use_the_seed_keys_in_export_report_and_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with api({"dirty": False}):
+        result = await run_pipeline(fast_settings(output_dir=tmp_path))
+    doc = orjson.loads(result.customers_path.read_bytes())
+    ExportDocument.model_validate(doc)
+    expected = {"high_quality": 2, "medium_quality": 2, "low_quality": 2}
+    assert doc["metadata"]["data_quality_summary"] == expected
+    assert list(doc["metadata"]["data_quality_summary"]) == SEED_BANDS  # the seed's order
+    assert orjson.loads(result.report_path.read_bytes())["quality"]["bands"] == expected
+    print_summary(result)
+    assert "(quality high 2, medium 2, low 2)" in capsys.readouterr().out
+
+
+def test_the_schema_names_the_seed_band_keys_and_refuses_the_old_ones() -> None:
+    schema = QualitySummary.model_json_schema()
+    assert sorted(schema["required"]) == sorted(SEED_BANDS)
+    assert schema["additionalProperties"] is False
+    with pytest.raises(ValidationError):
+        QualitySummary.model_validate({"high": 12, "medium": 0, "low": 0})
