@@ -6,6 +6,7 @@ import contextlib
 import itertools
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -15,10 +16,13 @@ import orjson
 
 from .errors import ConfigError, FolderInUseError, OutputError
 
+if sys.platform != "win32":
+    import fcntl
+
 CUSTOMERS_FILE = "processed_customers.json"
 REPORT_FILE = "summary_report.json"
 REJECTED_FILE = "rejected_records.jsonl"
-LOCK_FILE = ".lock"
+LEGACY_LOCK_FILE = ".lock"  # what earlier versions locked, and left in every folder
 _BUFFER = 1 << 20
 
 
@@ -143,33 +147,77 @@ def _copy(source: IO[bytes], target: IO[bytes]) -> None:
 
 @contextlib.contextmanager
 def exclusive_folder(folder: Path) -> Iterator[None]:
-    """Hold the output folder for one run; a second run on it gets a clear OutputError.
+    """Hold the output folder for one run; a second run on it gets a clear FolderInUseError.
 
-    Also removes temp files a killed run left behind (they are never the real outputs).
+    The lock is taken on the folder itself, so no lock file is left behind. Also removes what
+    a killed run left: its temp files (never the real outputs).
     """
-    lock_path = folder / LOCK_FILE
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        lock = open(lock_path, "a+b")  # noqa: SIM115 - closed by the with below
+        held = _lock(folder)
     except OSError as exc:
         raise ConfigError(
             f"cannot use the output folder {folder}: {exc.strerror or exc} "
             "(--output-dir / CUSTOMER_PIPELINE_OUTPUT_DIR)"
         ) from None
-    with lock:
-        try:
-            import fcntl
-
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:  # pragma: no cover - no flock on this platform; run unguarded
-            pass
-        except OSError:
-            raise FolderInUseError(
-                f"another customer-pipeline run is using {folder}; wait for it or pick "
-                "another --output-dir"
-            ) from None
-        for name in (CUSTOMERS_FILE, REPORT_FILE, REJECTED_FILE):
-            for stale in folder.glob(f".{name}.*.tmp"):
-                with contextlib.suppress(OSError):
-                    stale.unlink()
+    try:
+        _sweep(folder)
         yield
+    finally:
+        if held is not None:
+            os.close(held)  # releases the lock
+
+
+def _in_use(folder: Path) -> FolderInUseError:
+    """The error for a folder another run holds."""
+    return FolderInUseError(
+        f"another customer-pipeline run is using {folder}; wait for it or pick another --output-dir"
+    )
+
+
+def _lock(folder: Path) -> int | None:
+    """Lock ``folder`` for this run; the descriptor that holds the lock (close to release)."""
+    if sys.platform == "win32":  # pragma: no cover - no flock there; run unguarded
+        return None
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise _in_use(folder) from None
+    except OSError:
+        # NFS emulates flock with POSIX locks, which need a file open for writing: lock a
+        # file there instead, and keep it (unlinking a lock file races with its next taker).
+        os.close(fd)
+        return _lock_file(folder / LEGACY_LOCK_FILE, os.O_RDWR | os.O_CREAT, folder)
+    try:
+        # A run of an earlier version locks this file instead: respect it, then retire it.
+        legacy = _lock_file(folder / LEGACY_LOCK_FILE, os.O_RDONLY, folder)
+    except OSError:  # none there (or not ours to open): nothing to retire
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+    with contextlib.suppress(OSError):
+        (folder / LEGACY_LOCK_FILE).unlink()
+    os.close(legacy)
+    return fd
+
+
+def _lock_file(path: Path, flags: int, folder: Path) -> int:
+    """Open ``path`` and lock it; FolderInUseError when someone else holds it."""
+    fd = os.open(path, flags, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise _in_use(folder) from None
+    return fd
+
+
+def _sweep(folder: Path) -> None:
+    """Remove the temp files a killed run left behind."""
+    for name in (CUSTOMERS_FILE, REPORT_FILE, REJECTED_FILE):
+        for stale in folder.glob(f".{name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +15,10 @@ import pytest
 import respx
 from pydantic import ValidationError
 
-from customer_pipeline import run_pipeline
+from customer_pipeline import FolderInUseError, run_pipeline
 from customer_pipeline.console import print_summary
 from customer_pipeline.models import ExportDocument, QualitySummary
+from customer_pipeline.writer import exclusive_folder
 
 from .conftest import BASE_URL, fast_settings
 
@@ -40,6 +45,57 @@ def api(state: dict[str, Any]) -> respx.MockRouter:
 
     router.get(f"{BASE_URL}/api/users").mock(side_effect=answer)
     return router
+
+
+async def test_a_run_leaves_no_lock_file(tmp_path: Path) -> None:
+    with api({"dirty": False}):
+        await run_pipeline(fast_settings(output_dir=tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "pipeline.log", "processed_customers.json", "summary_report.json",
+    ]  # fmt: skip
+
+
+def test_the_folder_lock_creates_no_file_and_refuses_a_second_holder(tmp_path: Path) -> None:
+    folder = tmp_path / "out"
+    with exclusive_folder(folder):
+        assert list(folder.iterdir()) == []
+        with pytest.raises(FolderInUseError, match="another"), exclusive_folder(folder):
+            pass
+    with exclusive_folder(folder):  # released when the run ends
+        pass
+    assert list(folder.iterdir()) == []
+
+
+def test_a_lock_file_of_an_earlier_version_is_removed_unless_held(tmp_path: Path) -> None:
+    legacy = tmp_path / ".lock"
+    legacy.touch()
+    with open(legacy, "rb") as held:  # an earlier version's run, still going
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(FolderInUseError, match="another"), exclusive_folder(tmp_path):
+            pass
+    with exclusive_folder(tmp_path):
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_where_a_folder_cannot_be_locked_a_lock_file_is_used_and_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = fcntl.flock
+
+    def nfs_flock(fd: int, operation: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):  # as NFS: a POSIX lock needs a writable file
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        real(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", nfs_flock)
+    with exclusive_folder(tmp_path):
+        assert [p.name for p in tmp_path.iterdir()] == [".lock"]
+        with pytest.raises(FolderInUseError, match="another"), exclusive_folder(tmp_path):
+            pass
+    with exclusive_folder(tmp_path):  # released when the run ends; kept, as unlinking races
+        pass
+    assert [p.name for p in tmp_path.iterdir()] == [".lock"]
 
 
 async def test_bands_use_the_seed_keys_in_export_report_and_summary(

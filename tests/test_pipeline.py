@@ -43,8 +43,7 @@ async def test_defaults_reproduce_the_seed_sample(simulator: Any, tmp_path: Path
     assert doc["metadata"]["complete"] is True and result.exit_code == 0
     assert result.rejected_path is None and not (tmp_path / "rejected_records.jsonl").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        ".lock",  # held while a run uses the folder; the checkpoint is gone: the run completed
-        "pipeline.log",
+        "pipeline.log",  # no lock file, and no checkpoint: the run completed
         "processed_customers.json",
         "summary_report.json",
     ]
@@ -167,7 +166,7 @@ async def test_auth_error_is_raised_once_and_leaves_no_files(
     base, _ = await simulator(api_key="the-right-key")
     with pytest.raises(AuthError, match="CUSTOMER_PIPELINE_API_KEY"):
         await run_pipeline(fast_settings(base_url=base, output_dir=tmp_path))
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "pipeline.log"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipeline.log"]
     assert "API key missing or invalid" in (tmp_path / "pipeline.log").read_text()
 
 
