@@ -32,15 +32,7 @@ from .stages import (
     fetch_stage,
     validate_stage,
 )
-from .writer import (
-    CUSTOMERS_FILE,
-    REJECTED_FILE,
-    REPORT_FILE,
-    RejectedWriter,
-    exclusive_folder,
-    write_customers,
-    write_json,
-)
+from .writer import REPORT_FILE, RejectedWriter, RunOutputs, exclusive_folder
 
 log = logging.getLogger("customer_pipeline.pipeline")
 REPORTED = "reported_to_caller"  # LogRecord attribute: the error is also raised to the caller
@@ -202,12 +194,12 @@ async def _run(
         settings.transport,
     )
     counters = StageCounters()
-    rejected = RejectedWriter(out / REJECTED_FILE)
+    outputs = RunOutputs(out)
     spool = SortedSpool(out)
     try:
         async with ReqresClient(settings, http=http) as client:
-            await _stages(settings, client, checkpoint, counters, rejected, spool, on_progress,
-                          stop)  # fmt: skip
+            await _stages(settings, client, checkpoint, counters, outputs.rejected, spool,
+                          on_progress, stop)  # fmt: skip
         if stop is not None and stop.is_set():
             recorded = len(checkpoint)
             raise Interrupted(
@@ -231,11 +223,9 @@ async def _run(
                 seed=settings.seed,
             )
 
-        customers_path = out / CUSTOMERS_FILE
-        write_customers(customers_path, spool.winners(), metadata)
-        rejected_path = rejected.commit()
+        customers_path = outputs.write_customers(spool.winners(), metadata)
     except BaseException:
-        rejected.abort()
+        outputs.abort()
         raise
     finally:
         spool.close()
@@ -275,7 +265,7 @@ async def _run(
         },
     }
     report_path = out / REPORT_FILE
-    write_json(report_path, report)
+    rejected_path = outputs.commit(report)
     log.info(
         "run %s: %d customers (high %d, medium %d, low %d), %d duplicates removed, "
         "%d rejected, %d requests, %d retries, %.2fs",

@@ -6,16 +6,18 @@ import errno
 import fcntl
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import orjson
 import pytest
 import respx
 from pydantic import ValidationError
 
-from customer_pipeline import FolderInUseError, run_pipeline
+from customer_pipeline import FolderInUseError, Interrupted, OutputError, run_pipeline
 from customer_pipeline.console import print_summary
 from customer_pipeline.models import ExportDocument, QualitySummary
 from customer_pipeline.writer import exclusive_folder
@@ -45,6 +47,89 @@ def api(state: dict[str, Any]) -> respx.MockRouter:
 
     router.get(f"{BASE_URL}/api/users").mock(side_effect=answer)
     return router
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """The run-owned output files in ``folder`` and their bytes."""
+    return {name: (folder / name).read_bytes() for name in OUTPUTS if (folder / name).exists()}
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temp and staged files in ``folder``."""
+    return [p.name for p in folder.iterdir() if p.name.endswith((".tmp", ".staged"))]
+
+
+def failing_replace(monkeypatch: pytest.MonkeyPatch, when: Callable[[Path], bool]) -> None:
+    """Make every rename onto a path that matches ``when`` fail as a full disk would."""
+    real = os.replace
+
+    def replace(src: Any, dst: Any, **kwargs: Any) -> None:
+        if when(Path(dst)):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+async def test_a_run_without_rejects_removes_the_rejects_file_of_the_run_before(
+    tmp_path: Path,
+) -> None:
+    state = {"dirty": True}
+    with api(state):
+        first = await run_pipeline(fast_settings(output_dir=tmp_path))
+        assert first.rejected == 1 and (tmp_path / "rejected_records.jsonl").exists()
+        state["dirty"] = False
+        second = await run_pipeline(fast_settings(output_dir=tmp_path))
+    assert second.rejected == 0 and second.rejected_path is None
+    assert orjson.loads(second.report_path.read_bytes())["counts"]["rejected"] == 0
+    assert sorted(snapshot(tmp_path)) == ["processed_customers.json", "summary_report.json"]
+
+
+async def test_a_run_that_fails_writing_its_report_leaves_the_last_good_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = {"dirty": True}
+    with api(state):
+        await run_pipeline(fast_settings(output_dir=tmp_path))
+        before = snapshot(tmp_path)
+        state["dirty"] = False  # the next run would publish other files
+        failing_replace(monkeypatch, lambda path: "summary_report" in path.name)
+        with pytest.raises(OutputError, match="No space left"):
+            await run_pipeline(fast_settings(output_dir=tmp_path))
+    assert snapshot(tmp_path) == before  # all three, byte for byte: no mix of two runs
+    assert leftovers(tmp_path) == []
+    assert (tmp_path / ".checkpoint.sqlite3").exists()  # so --resume finishes, no refetching
+
+
+async def test_a_failure_between_the_renames_leaves_no_mixed_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = {"dirty": False}
+    with api(state):
+        await run_pipeline(fast_settings(output_dir=tmp_path))
+        state["dirty"] = True
+        # The last rename of the set fails: the customers and rejects are already in place.
+        failing_replace(monkeypatch, lambda path: path.name == "summary_report.json")
+        with pytest.raises(OutputError, match=r"summary_report\.json.*not left mixed.*--resume"):
+            await run_pipeline(fast_settings(output_dir=tmp_path))
+        assert snapshot(tmp_path) == {}  # neither run's set, rather than half of each
+        assert leftovers(tmp_path) == []
+        monkeypatch.undo()  # the disk has room again: --resume publishes the whole set
+        resumed = await run_pipeline(fast_settings(output_dir=tmp_path), resume=True)
+    assert resumed.rejected == 1 and sorted(snapshot(tmp_path)) == sorted(OUTPUTS)
+
+
+async def test_an_interrupted_run_leaves_the_last_outputs_as_they_were(tmp_path: Path) -> None:
+    state = {"dirty": True}
+    with api(state):
+        await run_pipeline(fast_settings(output_dir=tmp_path))
+        before = snapshot(tmp_path)
+        state["dirty"] = False
+        stop = anyio.Event()
+        stop.set()
+        with pytest.raises(Interrupted):
+            await run_pipeline(fast_settings(output_dir=tmp_path), stop=stop)
+    assert snapshot(tmp_path) == before
 
 
 async def test_a_run_leaves_no_lock_file(tmp_path: Path) -> None:
@@ -96,6 +181,20 @@ def test_where_a_folder_cannot_be_locked_a_lock_file_is_used_and_kept(
     with exclusive_folder(tmp_path):  # released when the run ends; kept, as unlinking races
         pass
     assert [p.name for p in tmp_path.iterdir()] == [".lock"]
+
+
+def test_files_a_killed_run_left_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    left = [
+        ".processed_customers.json.k2j3h4.tmp",  # a temp file mid-write
+        ".summary_report.json.staged",  # written whole, not yet published
+        "..rejected_records.jsonl.staged.x8d7.tmp",  # the temp file of a staged file
+    ]
+    kept = [".gitkeep", ".checkpoint.sqlite3", "processed_customers.json", "notes.tmp"]
+    for name in left + kept:
+        (tmp_path / name).touch()
+    with exclusive_folder(tmp_path):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
 
 
 async def test_bands_use_the_seed_keys_in_export_report_and_summary(
