@@ -9,9 +9,13 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from click.testing import CliRunner
 
+from customer_pipeline.cli import main
 from customer_pipeline.models import ApiEnvelope, RawUser
 from customer_pipeline.simulator import DIRT_KINDS, REAL_USERS, Dataset, SimulatorConfig
+
+from .helpers import simulator_process
 
 
 async def get(base: str, path: str, **kw: Any) -> httpx.Response:
@@ -515,3 +519,31 @@ def test_config_rejects_a_bare_body_for_styles_that_need_the_object() -> None:
             SimulatorConfig(pagination=style, envelope="bare")
     with pytest.raises(ValueError, match="pagination"):
         SimulatorConfig(pagination="pages")
+
+
+def test_simulate_help_shows_every_flag_and_an_example_per_style() -> None:
+    text = CliRunner().invoke(main, ["simulate", "--help"]).output
+    for flag in ("--pagination", "--envelope", "--field-style", "--clamp", "--no-link-last"):
+        assert flag in text
+    for style in STYLES:
+        assert f"simulate --pagination {style}" in text
+
+
+def test_simulate_refuses_a_bare_cursor_with_exit_2() -> None:
+    result = CliRunner().invoke(
+        main, ["simulate", "--envelope", "bare", "--pagination", "cursor", "--port", "0"]
+    )
+    assert result.exit_code == 2
+    assert "Invalid value for '--envelope'" in result.output and "cursor" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_simulate_flags_reach_the_served_simulator() -> None:
+    with simulator_process(
+        "--pagination", "link", "--no-link-last", "--envelope", "object", "--field-style",
+        "nested", "--clamp", "--failure-rate", "0", "--rate-limit", "0", "--latency-ms", "0",
+        "--total", "12",
+    ) as base:  # fmt: skip
+        past = httpx.get(f"{base}{USERS}", params={"page": 9})
+    assert set(past.links) == {"first", "prev"}
+    assert past.json()["data"][-1]["uid"] == "12"  # clamped to the last page, nested
