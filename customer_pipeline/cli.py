@@ -47,6 +47,17 @@ def main() -> None:
     write analytics-ready JSON with a summary report."""
 
 
+def _check_simulator_envelope(
+    ctx: click.Context, _param: click.Parameter, envelope: str | None
+) -> str | None:
+    """Refuse a bare body for a style that needs the object to carry its next step."""
+    from .simulator.config import envelope_problem
+
+    if problem := envelope_problem(ctx.params.get("pagination", "page_number"), envelope):
+        raise click.BadParameter(problem)
+    return envelope
+
+
 @main.command(
     epilog="""\b
 Examples:
@@ -54,6 +65,16 @@ Examples:
   customer-pipeline simulate --port 8099 --total 6000 --per-page 6 \\
       --failure-rate 0.2 --truncate-rate 0.01 --drop-rate 0.01
   customer-pipeline simulate --failure-rate 0 --rate-limit 0 --latency-ms 0   # well behaved
+
+\b
+One example per pagination style (all serve the same users in the same order):
+  customer-pipeline simulate --pagination page_number   # ?page=&per_page=, reqres envelope
+  customer-pipeline simulate --pagination offset        # ?offset=&limit=, total in the body
+  customer-pipeline simulate --pagination cursor        # ?cursor=, meta.next_cursor (opaque)
+  customer-pipeline simulate --pagination link          # Link: rel="next"/"last", bare list
+  customer-pipeline simulate --pagination link --no-link-last --envelope object   # walk it
+  customer-pipeline simulate --pagination next_url      # links.next: the absolute next URL
+  customer-pipeline simulate --pagination offset --envelope bare --clamp --field-style nested
 """,
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -139,6 +160,41 @@ Examples:
     default=None,
     envvar="CUSTOMER_PIPELINE_SIMULATOR_API_KEY",
     help="Require this x-api-key (401 without it). Off by default.",
+)
+@click.option(
+    "--pagination",
+    default="page_number",
+    show_default=True,
+    is_eager=True,  # read before --envelope, whose check depends on it
+    type=click.Choice(["page_number", "offset", "cursor", "link", "next_url"]),
+    help="How the listing is paged (see the examples below).",
+)
+@click.option(
+    "--envelope",
+    default=None,
+    type=click.Choice(["object", "bare"]),
+    callback=_check_simulator_envelope,
+    help="object = records under a key; bare = the body is the list itself (page_number,"
+    " offset, link only).  [default: bare for link, else object]",
+)
+@click.option(
+    "--field-style",
+    default="flat",
+    show_default=True,
+    type=click.Choice(["flat", "nested"]),
+    help='nested = {"uid": "1", "contact": {"email"}, "name": {"first", "last"},'
+    ' "photo": {"url"}} with string ids.',
+)
+@click.option(
+    "--clamp",
+    is_flag=True,
+    help="Past the end, answer the last page again instead of an empty one.",
+)
+@click.option(
+    "--link-last/--no-link-last",
+    default=True,
+    show_default=True,
+    help='Put rel="last" in the Link header (without it a client must walk the chain).',
 )
 def simulate(host: str, port: int, **options: Any) -> None:
     """Serve a reqres-compatible API that misbehaves on purpose, reproducibly."""
