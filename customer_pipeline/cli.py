@@ -18,6 +18,7 @@ import click
 import orjson
 
 from ._version import __version__
+from .checkpoint import RunMode
 from .console import RunModes, Stopper, print_summary, run_with_progress, stderr_logging
 from .errors import (
     CheckpointError,
@@ -237,7 +238,11 @@ Exit codes: 0 done, 1 failed, 2 bad usage or settings, 3 finished with failed pa
     is_flag=True,
     help="Continue an interrupted or incomplete run from its checkpoint in the output folder.",
 )
-@click.option("--restart", is_flag=True, help="Discard an unfinished run's checkpoint first.")
+@click.option(
+    "--restart",
+    is_flag=True,
+    help="Discard the checkpoint in the output folder first, whatever it holds.",
+)
 @click.option("--keep-checkpoint", is_flag=True, help="Keep the checkpoint after a complete run.")
 @click.option(
     "--progress/--no-progress",
@@ -271,7 +276,8 @@ def run(
             bold=True,
         )
     show_bar = sys.stderr.isatty() if progress is None else progress
-    modes = RunModes(resume=resume, restart=restart, keep_checkpoint=keep_checkpoint)
+    mode: RunMode = "resume" if resume else "restart" if restart else "new"
+    modes = RunModes(mode=mode, keep_checkpoint=keep_checkpoint)
     sys.exit(asyncio.run(_run(settings, simulate=simulate, show_bar=show_bar, modes=modes)))
 
 

@@ -10,6 +10,7 @@ from typing import Any, TypedDict
 
 import click
 
+from .checkpoint import RunMode
 from .logs import LOGGER_NAME, RedactingFilter
 from .pipeline import REPORTED, RunResult, run_pipeline
 from .settings import Settings
@@ -19,8 +20,7 @@ from .stages import Progress
 class RunModes(TypedDict):
     """How a run treats its checkpoint."""
 
-    resume: bool
-    restart: bool
+    mode: RunMode
     keep_checkpoint: bool
 
 
