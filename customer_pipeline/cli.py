@@ -18,7 +18,7 @@ import click
 import orjson
 
 from ._version import __version__
-from .checkpoint import RunMode
+from .checkpoint import CHECKPOINT_FILE, RunMode
 from .console import RunModes, Stopper, print_summary, run_with_progress, stderr_logging
 from .errors import (
     CheckpointError,
@@ -307,11 +307,12 @@ async def _run(settings: Settings, *, simulate: bool, show_bar: bool, modes: Run
         click.echo(f"{exc}", err=True)
         return 128 + (stopper.signal or signal.SIGINT)
     except asyncio.CancelledError:  # a second signal: stopped at once
-        click.echo(
-            "stopped at once; every page completed so far is in the checkpoint: run the same "
-            "command again with --resume to finish",
-            err=True,
-        )
+        if (settings.output_dir / CHECKPOINT_FILE).exists():
+            saved = "every page completed so far is in the checkpoint: run the same command "
+            saved += "again with --resume to finish"
+        else:  # an empty checkpoint is deleted
+            saved = "no page was saved: run the same command again to start over"
+        click.echo(f"stopped at once; {saved}", err=True)
         return 128 + (stopper.signal or signal.SIGINT)
     except PipelineError as exc:
         click.echo(f"error: {exc}", err=True)

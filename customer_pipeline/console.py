@@ -134,6 +134,7 @@ def print_summary(result: RunResult) -> None:
     if not result.complete:
         lines.append(
             f"Pages {result.failed_pages} failed after every retry; the export says "
-            "complete: false. Run again later (exit code 3)."
+            "complete: false (exit code 3). Later, run the same command with --resume to "
+            "fetch only the failed pages."
         )
     click.echo("\n".join(lines))

@@ -226,11 +226,13 @@ async def _run(
                           stop)  # fmt: skip
         if stop is not None and stop.is_set():
             recorded = len(checkpoint)
-            raise Interrupted(
-                f"interrupted: {recorded} pages are saved in {checkpoint.path}; run the same "
-                "command again with --resume to finish",
-                pages_recorded=recorded,
-            )
+            if recorded:
+                message = (f"interrupted: {recorded} pages are saved in {checkpoint.path}; run "
+                           "the same command again with --resume to finish")  # fmt: skip
+            else:  # the empty checkpoint is deleted: there is nothing to resume
+                message = ("interrupted before any page came in: no page was saved; run the "
+                           "same command again to start over")  # fmt: skip
+            raise Interrupted(message, pages_recorded=recorded)
         fetched_at = time.perf_counter()
         failed_pages = sorted(client.failed_pages)
         complete = not failed_pages

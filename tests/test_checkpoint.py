@@ -1,5 +1,5 @@
 """The checkpoint itself: commits that do not wait for the next page, a full disk, corrupt
-files, and the run modes."""
+files, the run modes and what the messages promise."""
 
 from __future__ import annotations
 
@@ -23,14 +23,17 @@ from click.testing import CliRunner
 from customer_pipeline import (
     CheckpointError,
     ConfigError,
+    Interrupted,
     OutputError,
     Page,
     RunMode,
     run_pipeline,
 )
 from customer_pipeline import checkpoint as checkpoint_module
+from customer_pipeline import pipeline as pipeline_module
 from customer_pipeline.checkpoint import CHECKPOINT_FILE, Checkpoint
 from customer_pipeline.cli import main
+from customer_pipeline.console import print_summary
 
 from .conftest import BASE_URL, SECRET_KEY, fast_settings
 from .helpers import pages_api, simulator_process
@@ -385,3 +388,56 @@ async def test_an_empty_checkpoint_left_by_a_kill_at_start_is_no_obstacle(
     with pages_api(set(), []):
         result = await run_pipeline(fast_settings(output_dir=tmp_path), mode=mode)
     assert result.complete
+
+
+# 5. Messages.
+
+
+async def test_stopped_before_any_page_says_nothing_was_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline_module, "STOP_GRACE_S", 0.01)
+    stop = asyncio.Event()
+
+    async def stopped_during_page_1(page: int) -> None:
+        stop.set()  # SIGTERM while page 1 waits out its Retry-After
+        await asyncio.Event().wait()
+
+    with api_that_waits(stopped_during_page_1), pytest.raises(Interrupted) as raised:
+        await run_pipeline(fast_settings(output_dir=tmp_path), stop=stop)
+    message = str(raised.value)
+    assert "no page was saved" in message and "--resume" not in message
+    assert CHECKPOINT_FILE not in message
+    assert not (tmp_path / CHECKPOINT_FILE).exists()
+
+
+async def test_the_summary_of_an_incomplete_run_says_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pages_api({3}, []):
+        result = await run_pipeline(fast_settings(output_dir=tmp_path, max_retries=0))
+    print_summary(result)
+    out = capsys.readouterr().out
+    assert "run the same command with --resume to fetch only the failed pages" in out
+    assert "Run again later" not in out
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+def test_a_signal_before_any_page_says_to_run_again_not_to_resume(
+    tmp_path: Path, signals: int
+) -> None:
+    out = tmp_path / "out"
+    with StallingApi(serves=set()) as api:
+        args = [*run_args(api.url, out), "--timeout", "60"]
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert api.requested.wait(10)  # page 1 is in flight
+            for _ in range(signals):
+                proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=15)
+        finally:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert "no page was saved" in err and "run the same command again" in err
+    assert "--resume" not in err and "Traceback" not in err
+    assert not (out / CHECKPOINT_FILE).exists()
