@@ -18,6 +18,7 @@ import click
 import orjson
 
 from ._version import __version__
+from .checkpoint import CHECKPOINT_FILE, RunMode
 from .console import RunModes, Stopper, print_summary, run_with_progress, stderr_logging
 from .errors import (
     CheckpointError,
@@ -293,7 +294,11 @@ Exit codes: 0 done, 1 failed, 2 bad usage or settings, 3 finished with failed pa
     is_flag=True,
     help="Continue an interrupted or incomplete run from its checkpoint in the output folder.",
 )
-@click.option("--restart", is_flag=True, help="Discard an unfinished run's checkpoint first.")
+@click.option(
+    "--restart",
+    is_flag=True,
+    help="Discard the checkpoint in the output folder first, whatever it holds.",
+)
 @click.option("--keep-checkpoint", is_flag=True, help="Keep the checkpoint after a complete run.")
 @click.option(
     "--progress/--no-progress",
@@ -327,7 +332,8 @@ def run(
             bold=True,
         )
     show_bar = sys.stderr.isatty() if progress is None else progress
-    modes = RunModes(resume=resume, restart=restart, keep_checkpoint=keep_checkpoint)
+    mode: RunMode = "resume" if resume else "restart" if restart else "new"
+    modes = RunModes(mode=mode, keep_checkpoint=keep_checkpoint)
     sys.exit(asyncio.run(_run(settings, simulate=simulate, show_bar=show_bar, modes=modes)))
 
 
@@ -357,11 +363,12 @@ async def _run(settings: Settings, *, simulate: bool, show_bar: bool, modes: Run
         click.echo(f"{exc}", err=True)
         return 128 + (stopper.signal or signal.SIGINT)
     except asyncio.CancelledError:  # a second signal: stopped at once
-        click.echo(
-            "stopped at once; every page completed so far is in the checkpoint: run the same "
-            "command again with --resume to finish",
-            err=True,
-        )
+        if (settings.output_dir / CHECKPOINT_FILE).exists():
+            saved = "every page completed so far is in the checkpoint: run the same command "
+            saved += "again with --resume to finish"
+        else:  # an empty checkpoint is deleted
+            saved = "no page was saved: run the same command again to start over"
+        click.echo(f"stopped at once; {saved}", err=True)
         return 128 + (stopper.signal or signal.SIGINT)
     except PipelineError as exc:
         click.echo(f"error: {exc}", err=True)

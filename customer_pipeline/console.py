@@ -10,6 +10,7 @@ from typing import Any, TypedDict
 
 import click
 
+from .checkpoint import RunMode
 from .logs import LOGGER_NAME, RedactingFilter
 from .pipeline import REPORTED, RunResult, run_pipeline
 from .settings import Settings
@@ -19,8 +20,7 @@ from .stages import Progress
 class RunModes(TypedDict):
     """How a run treats its checkpoint."""
 
-    resume: bool
-    restart: bool
+    mode: RunMode
     keep_checkpoint: bool
 
 
@@ -134,6 +134,7 @@ def print_summary(result: RunResult) -> None:
     if not result.complete:
         lines.append(
             f"Pages {result.failed_pages} failed after every retry; the export says "
-            "complete: false. Run again later (exit code 3)."
+            "complete: false (exit code 3). Later, run the same command with --resume to "
+            "fetch only the failed pages."
         )
     click.echo("\n".join(lines))
