@@ -115,7 +115,7 @@ async def test_a_failure_between_the_renames_leaves_no_mixed_set(
         assert snapshot(tmp_path) == {}  # neither run's set, rather than half of each
         assert leftovers(tmp_path) == []
         monkeypatch.undo()  # the disk has room again: --resume publishes the whole set
-        resumed = await run_pipeline(fast_settings(output_dir=tmp_path), resume=True)
+        resumed = await run_pipeline(fast_settings(output_dir=tmp_path), mode="resume")
     assert resumed.rejected == 1 and sorted(snapshot(tmp_path)) == sorted(OUTPUTS)
 
 
