@@ -1,6 +1,7 @@
 """customer-pipeline: fetch reqres-style customers concurrently, score, enrich, export JSON."""
 
 from ._version import __version__
+from .checkpoint import RunMode
 from .client import ApiStats, ReqresClient
 from .errors import (
     ApiError,
@@ -46,6 +47,7 @@ __all__ = [
     "ReqresClient",
     "ResponseTooLargeError",
     "RetryableError",
+    "RunMode",
     "RunResult",
     "Settings",
     "__version__",

@@ -1,37 +1,51 @@
 """The run's checkpoint: every completed page, durably, so a killed run can resume.
 
 An SQLite file in the output folder (WAL journal, so what is committed survives ``kill -9``
-at any moment). Pages are committed in small groups, every COMMIT_EVERY_S: one commit per
-page cost more than the request itself on a fast API, and a kill loses at most the last
-group, which a resumed run simply fetches again. It holds the raw page bodies as the API
-sent them and the settings that shape the result, never the API key. A resumed run replays
-the recorded pages through the same stages and fetches only the others, so it writes exactly
-what an uninterrupted run would have.
+at any moment). Pages are committed in small groups by a timer, within COMMIT_EVERY_S of the
+first page of the group: one commit per page cost more than the request itself on a fast API,
+and waiting for the next page to commit would leave a page before a stall uncommitted. A kill
+loses at most the last group, which a resumed run simply fetches again. It holds the raw page
+bodies as the API sent them and the settings that shape the result, never the API key; a run
+kept after it finished is marked complete. A resumed run replays the recorded pages through the
+same stages and fetches only the others, so it writes exactly what an uninterrupted run would.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal, get_args
 
+import anyio
 import orjson
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError, InvalidBodyError, OutputError
 from .paging import Page, parse_envelope
 from .settings import Settings
 
 log = logging.getLogger("customer_pipeline.checkpoint")
 
+RunMode = Literal["new", "resume", "restart"]
+"""How a run treats a checkpoint left in its folder: refuse an unfinished one, continue it, or
+discard it. A checkpoint kept after a complete run never blocks a new run."""
+RUN_MODES: Final = get_args(RunMode)
 CHECKPOINT_FILE: Final = ".checkpoint.sqlite3"
 SCHEMA_VERSION: Final = 1
 COMMIT_EVERY_S: Final = 0.05
 # The settings that change which customers come out, or their values.
 FINGERPRINT_FIELDS: Final = ("base_url", "per_page", "seed")
+COLUMNS: Final = {"meta": ["key", "value"], "pages": ["number", "body"]}
+
+
+def check_mode(mode: str) -> None:
+    """Refuse a mode that is not a RunMode (a typo would otherwise mean "new")."""
+    if mode not in RUN_MODES:
+        raise ConfigError(f"mode must be one of {', '.join(RUN_MODES)}, not {mode!r}")
 
 
 def fingerprint(settings: Settings) -> dict[str, object]:
@@ -40,60 +54,147 @@ def fingerprint(settings: Settings) -> dict[str, object]:
     return {"schema": SCHEMA_VERSION, **values}
 
 
+def _connect(path: Path) -> sqlite3.Connection:
+    """The checkpoint's connection (tests wrap it to fill the disk)."""
+    return sqlite3.connect(path, isolation_level=None)
+
+
+def unreadable(path: Path, why: str) -> CheckpointError:
+    """The error for a checkpoint that cannot be read as one."""
+    return CheckpointError(f"checkpoint {path} is unreadable: {why}; --restart discards it")
+
+
 class Checkpoint:
     """Completed pages of one run, recorded as they arrive."""
 
     def __init__(self, path: Path, connection: sqlite3.Connection, resumed: bool) -> None:
         self.path = path
         self.resumed = resumed
+        self.complete = False
+        self.total_pages: int | None = None
+        self.commit_every_s = COMMIT_EVERY_S
         self._db = connection
         self._open_transaction = False
         self._last_commit = time.monotonic()
+        self._recorded: anyio.Event | None = None  # set while a committer waits for a page
+        self._fingerprint: dict[str, object] = {}
 
     @classmethod
-    def open(cls, settings: Settings, *, resume: bool = False, restart: bool = False) -> Checkpoint:
-        """Start a new checkpoint, or reopen the last one with ``resume``.
+    def open(cls, settings: Settings, mode: RunMode = "new") -> Checkpoint:
+        """Start a new checkpoint, or reopen the last one with ``mode="resume"``.
 
-        Raises CheckpointError when an unfinished run's checkpoint is in the way (neither
-        ``resume`` nor ``restart``) or when it was made with settings that change the result.
+        Raises CheckpointError when an unfinished run's checkpoint is in the way (mode
+        ``"new"``), when it was made with settings that change the result, or when it is
+        unreadable; ``"restart"`` discards whatever is there.
         """
-        folder = settings.output_dir
-        path = folder / CHECKPOINT_FILE
-        exists = path.exists()
-        if exists and restart:
-            remove_files(path)
-            exists = False
-        if exists and not resume:
-            raise CheckpointError(
-                f"{path} holds an unfinished run: pass --resume to continue it, or --restart "
-                "to discard it and start over"
-            )
-        folder.mkdir(parents=True, exist_ok=True)
+        check_mode(mode)
+        path = settings.output_dir / CHECKPOINT_FILE
+        if mode == "restart":
+            discard_path(path)
+        elif path.exists() or path.is_symlink():
+            checkpoint = cls._reopen(path)
+            if checkpoint is None:
+                log.info("discarding an empty checkpoint (a run killed as it began): %s", path)
+                discard_path(path)
+            elif mode == "resume":
+                checkpoint._check_fingerprint(settings)
+                state = "a finished run" if checkpoint.complete else "an unfinished run"
+                log.info("resuming %s: %d pages recorded in %s", state, len(checkpoint), path)
+                return checkpoint
+            elif not checkpoint.complete:
+                checkpoint.close()
+                raise CheckpointError(
+                    f"{path} holds an unfinished run: pass --resume to continue it, or "
+                    "--restart to discard it and start over"
+                )
+            else:
+                log.info("discarding the checkpoint of a finished run: %s", path)
+                checkpoint.discard()
+        elif mode == "resume":
+            log.info("--resume: no checkpoint in %s, starting from the first page", path.parent)
+        return cls._create(path, settings)
+
+    @classmethod
+    def _create(cls, path: Path, settings: Settings) -> Checkpoint:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db: sqlite3.Connection | None = None
         try:
-            db = sqlite3.connect(path, isolation_level=None)
+            db = _connect(path)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-            db.execute("CREATE TABLE IF NOT EXISTS pages (number INTEGER PRIMARY KEY, body BLOB)")
+            # One transaction, so a kill never leaves a checkpoint without its fingerprint.
+            db.execute("BEGIN")
+            db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+            db.execute("CREATE TABLE pages (number INTEGER PRIMARY KEY, body BLOB)")
+            db.execute(
+                "INSERT INTO meta VALUES ('fingerprint', ?)",
+                (orjson.dumps(fingerprint(settings)).decode(),),
+            )
+            db.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise CheckpointError(f"cannot use the checkpoint {path}: {exc}") from exc
-        checkpoint = cls(path, db, resumed=exists)
-        checkpoint._check_fingerprint(settings)
-        if exists:
-            log.info("resuming: %d pages already recorded in %s", len(checkpoint), path)
-        elif resume:
-            log.info("--resume: no checkpoint in %s, starting from the first page", folder)
+            if db is not None:
+                db.close()
+            remove_files(path)
+            raise write_failed(path, exc) from None
+        return cls(path, db, resumed=False)
+
+    @classmethod
+    def _reopen(cls, path: Path) -> Checkpoint | None:
+        """The checkpoint at ``path``, checked to be one of ours; None if it holds nothing."""
+        if path.is_dir():
+            raise unreadable(path, "it is a folder, not an SQLite file")
+        try:
+            db = _connect(path)
+        except sqlite3.Error as exc:
+            raise unreadable(path, str(exc)) from None
+        checkpoint = cls(path, db, resumed=True)
+        try:
+            if not db.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]:
+                checkpoint.close()  # no table at all: killed before its first commit
+                return None
+            checkpoint._read_meta()
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            checkpoint.close()
+            raise unreadable(path, str(exc)) from None
+        except CheckpointError:
+            checkpoint.close()
+            raise
         return checkpoint
+
+    def _read_meta(self) -> None:
+        for table, wanted in COLUMNS.items():
+            columns = [row[1] for row in self._db.execute(f"PRAGMA table_info({table})")]
+            if not columns:
+                raise unreadable(self.path, f"it has no {table} table")
+            if columns != wanted:
+                raise unreadable(self.path, f"its {table} table has other columns {columns}")
+        meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        try:
+            recorded = orjson.loads(meta["fingerprint"])
+        except KeyError:
+            raise unreadable(self.path, "it records no run settings") from None
+        except orjson.JSONDecodeError:
+            raise unreadable(self.path, "its run settings are not JSON") from None
+        if not isinstance(recorded, dict):
+            raise unreadable(self.path, "its run settings are not a JSON object")
+        if recorded.get("schema") != SCHEMA_VERSION:
+            raise unreadable(
+                self.path, f"it has schema {recorded.get('schema')!r}, this version reads "
+                f"{SCHEMA_VERSION}"
+            )  # fmt: skip
+        self._fingerprint = recorded
+        state = meta.get("state")
+        if state not in (None, "complete"):
+            raise unreadable(self.path, f"its state {str(state)[:40]!r} is unknown")
+        self.complete = state == "complete"
+        total = meta.get("total_pages")
+        self.total_pages = int(total) if isinstance(total, str) and total.isdecimal() else None
 
     def _check_fingerprint(self, settings: Settings) -> None:
         wanted = fingerprint(settings)
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'fingerprint'").fetchone()
-        if row is None:
-            self._db.execute(
-                "INSERT INTO meta VALUES ('fingerprint', ?)", (orjson.dumps(wanted).decode(),)
-            )
-            return
-        recorded = orjson.loads(row[0])
+        recorded = self._fingerprint
         changed = [k for k in wanted if recorded.get(k) != wanted[k]]
         if changed:
             self.close()
@@ -112,38 +213,126 @@ class Checkpoint:
 
     def record(self, page: Page) -> None:
         """Record one completed page; committed within COMMIT_EVERY_S."""
-        if not self._open_transaction:
-            self._db.execute("BEGIN")
-            self._open_transaction = True
-        self._db.execute("INSERT OR REPLACE INTO pages VALUES (?, ?)", (page.number, page.body))
-        if time.monotonic() - self._last_commit >= COMMIT_EVERY_S:
-            self.commit()
+        try:
+            if not self._open_transaction:
+                self._db.execute("BEGIN")
+                self._open_transaction = True
+            self._db.execute("INSERT OR REPLACE INTO pages VALUES (?, ?)", (page.number, page.body))
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from None
+        recorded = self._recorded
+        if recorded is None:  # no committer running: commit on the way, as before
+            if time.monotonic() - self._last_commit >= self.commit_every_s:
+                self.commit()
+        elif not recorded.is_set():
+            recorded.set()
 
     def commit(self) -> None:
         """Make every recorded page durable now."""
         if self._open_transaction:
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from None
             self._open_transaction = False
         self._last_commit = time.monotonic()
 
+    @contextlib.asynccontextmanager
+    async def committing(self) -> AsyncIterator[None]:
+        """While the body runs, commit each page within ``commit_every_s`` of its arrival."""
+        async with anyio.create_task_group() as group:
+            self._recorded = anyio.Event()
+            group.start_soon(self._commit_after_a_while)
+            try:
+                yield
+            finally:
+                group.cancel_scope.cancel()
+                self._recorded = None
+        self.commit()
+
+    async def _commit_after_a_while(self) -> None:
+        while self._recorded is not None:
+            await self._recorded.wait()
+            await anyio.sleep(self.commit_every_s)
+            # A fresh event before the commit: a page recorded from here on starts a new group.
+            self._recorded = anyio.Event()
+            self.commit()
+
+    def _failed(self, exc: sqlite3.Error) -> OutputError:
+        """Roll back the open group (what was committed stays) and say what to do."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("ROLLBACK")
+        self._open_transaction = False
+        return write_failed(self.path, exc)
+
+    def mark_complete(self, total_pages: int | None) -> None:
+        """Record that the run finished, so a new run discards it and --resume only replays."""
+        self.commit()
+        rows = [("state", "complete"), ("total_pages", str(total_pages or ""))]
+        try:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", rows)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise write_failed(self.path, exc) from None
+        self.complete = True
+        self.total_pages = total_pages
+
     def replay(self, per_page: int) -> Iterator[Page]:
         """The recorded pages, by number, parsed again from their bodies."""
-        rows = self._db.execute("SELECT number, body FROM pages ORDER BY number")
-        for number, body in rows:
-            records, total_pages = parse_envelope(body, url=f"checkpoint page {number}",
-                                                  per_page=per_page)  # fmt: skip
-            yield Page(number, records, total_pages, body)
+        try:
+            rows = self._db.execute("SELECT number, body FROM pages ORDER BY number")
+            for number, body in rows:
+                if isinstance(body, str):
+                    body = body.encode()
+                if not isinstance(body, bytes):
+                    raise unreadable(self.path, f"stored page {number} has no body")
+                try:
+                    records, total_pages = parse_envelope(
+                        body, url=f"checkpoint page {number}", per_page=per_page
+                    )
+                except InvalidBodyError:
+                    raise unreadable(
+                        self.path, f"stored page {number} is not a listing body"
+                    ) from None
+                yield Page(number, records, total_pages, body)
+        except sqlite3.Error as exc:
+            raise unreadable(self.path, str(exc)) from None
 
     def close(self) -> None:
         """Commit what is recorded and close."""
-        with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(sqlite3.Error, OutputError):
             self.commit()
+        with contextlib.suppress(sqlite3.Error):
             self._db.close()
 
     def discard(self) -> None:
         """Close and delete: the run it belonged to is finished."""
         self.close()
         remove_files(self.path)
+
+
+def write_failed(path: Path, exc: sqlite3.Error) -> OutputError:
+    """The error for a checkpoint write that failed, e.g. on a full disk."""
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        fix = "free space and run again with --resume"
+    else:
+        fix = "fix that and run again with --resume"
+    return OutputError(f"cannot write the checkpoint {path}: {exc}; {fix}")
+
+
+def discard_path(path: Path) -> None:
+    """Remove whatever is at the checkpoint's path, a folder included (``--restart``)."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        remove_files(path)
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot discard the checkpoint {path}: {exc.strerror or exc}; remove it yourself"
+        ) from None
 
 
 def remove_files(path: Path) -> None:

@@ -18,6 +18,7 @@ import click
 import orjson
 
 from ._version import __version__
+from .checkpoint import CHECKPOINT_FILE, RunMode
 from .console import RunModes, Stopper, print_summary, run_with_progress, stderr_logging
 from .errors import (
     CheckpointError,
@@ -47,6 +48,17 @@ def main() -> None:
     write analytics-ready JSON with a summary report."""
 
 
+def _check_simulator_envelope(
+    ctx: click.Context, _param: click.Parameter, envelope: str | None
+) -> str | None:
+    """Refuse a bare body for a style that needs the object to carry its next step."""
+    from .simulator.config import envelope_problem
+
+    if problem := envelope_problem(ctx.params.get("pagination", "page_number"), envelope):
+        raise click.BadParameter(problem)
+    return envelope
+
+
 @main.command(
     epilog="""\b
 Examples:
@@ -54,6 +66,16 @@ Examples:
   customer-pipeline simulate --port 8099 --total 6000 --per-page 6 \\
       --failure-rate 0.2 --truncate-rate 0.01 --drop-rate 0.01
   customer-pipeline simulate --failure-rate 0 --rate-limit 0 --latency-ms 0   # well behaved
+
+\b
+One example per pagination style (all serve the same users in the same order):
+  customer-pipeline simulate --pagination page_number   # ?page=&per_page=, reqres envelope
+  customer-pipeline simulate --pagination offset        # ?offset=&limit=, total in the body
+  customer-pipeline simulate --pagination cursor        # ?cursor=, meta.next_cursor (opaque)
+  customer-pipeline simulate --pagination link          # Link: rel="next"/"last", bare list
+  customer-pipeline simulate --pagination link --no-link-last --envelope object   # walk it
+  customer-pipeline simulate --pagination next_url      # links.next: the absolute next URL
+  customer-pipeline simulate --pagination offset --envelope bare --clamp --field-style nested
 """,
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -139,6 +161,41 @@ Examples:
     default=None,
     envvar="CUSTOMER_PIPELINE_SIMULATOR_API_KEY",
     help="Require this x-api-key (401 without it). Off by default.",
+)
+@click.option(
+    "--pagination",
+    default="page_number",
+    show_default=True,
+    is_eager=True,  # read before --envelope, whose check depends on it
+    type=click.Choice(["page_number", "offset", "cursor", "link", "next_url"]),
+    help="How the listing is paged (see the examples below).",
+)
+@click.option(
+    "--envelope",
+    default=None,
+    type=click.Choice(["object", "bare"]),
+    callback=_check_simulator_envelope,
+    help="object = records under a key; bare = the body is the list itself (page_number,"
+    " offset, link only).  [default: bare for link, else object]",
+)
+@click.option(
+    "--field-style",
+    default="flat",
+    show_default=True,
+    type=click.Choice(["flat", "nested"]),
+    help='nested = {"uid": "1", "contact": {"email"}, "name": {"first", "last"},'
+    ' "photo": {"url"}} with string ids.',
+)
+@click.option(
+    "--clamp",
+    is_flag=True,
+    help="Past the end, answer the last page again instead of an empty one.",
+)
+@click.option(
+    "--link-last/--no-link-last",
+    default=True,
+    show_default=True,
+    help='Put rel="last" in the Link header (without it a client must walk the chain).',
 )
 def simulate(host: str, port: int, **options: Any) -> None:
     """Serve a reqres-compatible API that misbehaves on purpose, reproducibly."""
@@ -237,7 +294,11 @@ Exit codes: 0 done, 1 failed, 2 bad usage or settings, 3 finished with failed pa
     is_flag=True,
     help="Continue an interrupted or incomplete run from its checkpoint in the output folder.",
 )
-@click.option("--restart", is_flag=True, help="Discard an unfinished run's checkpoint first.")
+@click.option(
+    "--restart",
+    is_flag=True,
+    help="Discard the checkpoint in the output folder first, whatever it holds.",
+)
 @click.option("--keep-checkpoint", is_flag=True, help="Keep the checkpoint after a complete run.")
 @click.option(
     "--progress/--no-progress",
@@ -271,7 +332,8 @@ def run(
             bold=True,
         )
     show_bar = sys.stderr.isatty() if progress is None else progress
-    modes = RunModes(resume=resume, restart=restart, keep_checkpoint=keep_checkpoint)
+    mode: RunMode = "resume" if resume else "restart" if restart else "new"
+    modes = RunModes(mode=mode, keep_checkpoint=keep_checkpoint)
     sys.exit(asyncio.run(_run(settings, simulate=simulate, show_bar=show_bar, modes=modes)))
 
 
@@ -301,11 +363,12 @@ async def _run(settings: Settings, *, simulate: bool, show_bar: bool, modes: Run
         click.echo(f"{exc}", err=True)
         return 128 + (stopper.signal or signal.SIGINT)
     except asyncio.CancelledError:  # a second signal: stopped at once
-        click.echo(
-            "stopped at once; every page completed so far is in the checkpoint: run the same "
-            "command again with --resume to finish",
-            err=True,
-        )
+        if (settings.output_dir / CHECKPOINT_FILE).exists():
+            saved = "every page completed so far is in the checkpoint: run the same command "
+            saved += "again with --resume to finish"
+        else:  # an empty checkpoint is deleted
+            saved = "no page was saved: run the same command again to start over"
+        click.echo(f"stopped at once; {saved}", err=True)
         return 128 + (stopper.signal or signal.SIGINT)
     except PipelineError as exc:
         click.echo(f"error: {exc}", err=True)

@@ -10,6 +10,7 @@ from typing import Any, TypedDict
 
 import click
 
+from .checkpoint import RunMode
 from .logs import LOGGER_NAME, RedactingFilter
 from .pipeline import REPORTED, RunResult, run_pipeline
 from .settings import Settings
@@ -19,8 +20,7 @@ from .stages import Progress
 class RunModes(TypedDict):
     """How a run treats its checkpoint."""
 
-    resume: bool
-    restart: bool
+    mode: RunMode
     keep_checkpoint: bool
 
 
@@ -122,9 +122,9 @@ def print_summary(result: RunResult) -> None:
     api = r["api"]
     status = "Done" if result.complete else "INCOMPLETE"
     lines = [
-        f"{status}: {result.customers} customers (quality high {bands['high']}, "
-        f"medium {bands['medium']}, low {bands['low']}), {result.duplicates_removed} duplicates "
-        f"removed, {result.rejected} rejected",
+        f"{status}: {result.customers} customers (quality high {bands['high_quality']}, "
+        f"medium {bands['medium_quality']}, low {bands['low_quality']}), "
+        f"{result.duplicates_removed} duplicates removed, {result.rejected} rejected",
         f"API: {api['requests']} requests, {api['retries']} retries, "
         f"{api['rate_limited_429']} rate-limited; {r['timings']['total_s']:.2f}s",
         f"Files: {result.customers_path}, {result.report_path}"
@@ -134,6 +134,7 @@ def print_summary(result: RunResult) -> None:
     if not result.complete:
         lines.append(
             f"Pages {result.failed_pages} failed after every retry; the export says "
-            "complete: false. Run again later (exit code 3)."
+            "complete: false (exit code 3). Later, run the same command with --resume to "
+            "fetch only the failed pages."
         )
     click.echo("\n".join(lines))

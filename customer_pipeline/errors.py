@@ -12,9 +12,10 @@
     │   └── ResponseTooLargeError the body exceeds ``max_response_bytes``
     ├── PageFetchError           a page still failed after every retry (page, cause)
     │   └── ApiUnreachableError  page 1 failed: nothing can be fetched (url)
-    ├── CheckpointError          an unfinished run is in the way, or resuming would change it
+    ├── CheckpointError          an unfinished run is in the way, resuming would change it,
+    │                            or the checkpoint is unreadable
     ├── Interrupted              stopped on request (SIGINT/SIGTERM); the checkpoint is kept
-    └── OutputError              an output file could not be written
+    └── OutputError              an output file or the checkpoint could not be written
         └── FolderInUseError     another run holds the output folder
 
 Messages name the URL, the page and the fix; they never contain the API key.
@@ -87,7 +88,7 @@ class ApiUnreachableError(PageFetchError):
 
 
 class CheckpointError(PipelineError):
-    """The checkpoint cannot be used as asked (an unfinished run, or changed settings)."""
+    """The checkpoint cannot be used as asked (an unfinished run, changed settings, corrupt)."""
 
 
 class Interrupted(PipelineError):

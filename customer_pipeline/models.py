@@ -95,9 +95,13 @@ class Customer(BaseModel):
 
 
 class QualitySummary(BaseModel):
-    high: int = 0
-    medium: int = 0
-    low: int = 0
+    """Customers per quality band, under the seed's keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    high_quality: int = Field(ge=0, description="data_quality_score >= 90")
+    medium_quality: int = Field(ge=0, description="data_quality_score 70-89")
+    low_quality: int = Field(ge=0, description="data_quality_score < 70")
 
 
 class ExportMetadata(BaseModel):

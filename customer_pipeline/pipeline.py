@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -14,10 +15,10 @@ import anyio
 import httpx
 
 from ._version import __version__
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, RunMode, check_mode
 from .client import ReqresClient
 from .dedup import SortedSpool
-from .errors import Interrupted, PageFetchError, PipelineError
+from .errors import Interrupted, OutputError, PageFetchError, PipelineError
 from .logs import run_logging
 from .paging import Page, StopSignal
 from .report import business_summary, export_metadata, quality_summary, utc_now
@@ -32,15 +33,7 @@ from .stages import (
     fetch_stage,
     validate_stage,
 )
-from .writer import (
-    CUSTOMERS_FILE,
-    REJECTED_FILE,
-    REPORT_FILE,
-    RejectedWriter,
-    exclusive_folder,
-    write_customers,
-    write_json,
-)
+from .writer import REPORT_FILE, RejectedWriter, RunOutputs, exclusive_folder
 
 log = logging.getLogger("customer_pipeline.pipeline")
 REPORTED = "reported_to_caller"  # LogRecord attribute: the error is also raised to the caller
@@ -76,8 +69,7 @@ async def run_pipeline(
     *,
     http: httpx.AsyncClient | None = None,
     on_progress: ProgressCallback | None = None,
-    resume: bool = False,
-    restart: bool = False,
+    mode: RunMode = "new",
     keep_checkpoint: bool = False,
     stop: StopSignal | None = None,
 ) -> RunResult:
@@ -87,32 +79,48 @@ async def run_pipeline(
     and lists them. Errors no retry can fix (bad key, wrong URL) raise a PipelineError.
 
     Every completed page is recorded in a checkpoint in the output folder as it arrives.
-    A complete run deletes it (unless ``keep_checkpoint``); an incomplete, failed or
-    interrupted one keeps it, and ``resume=True`` then fetches only the pages it lacks.
-    ``restart=True`` discards it. Once ``stop`` is set, no new page is started and the run
-    raises Interrupted when the pages in flight are in (or after a second at most).
+    A complete run deletes it (``keep_checkpoint`` keeps it, marked complete, and the next
+    run discards it); an incomplete, failed or interrupted one keeps it. ``mode="new"``
+    refuses to start over an unfinished run's checkpoint, ``"resume"`` fetches only the pages
+    it lacks (none, for a complete one), ``"restart"`` discards it first. Once ``stop`` is
+    set, no new page is started and the run raises Interrupted when the pages in flight are
+    in (or after a second at most).
     """
+    check_mode(mode)
     secret = settings.api_key.get_secret_value()
     with (
         run_logging(settings.log_path, settings.log_level, [secret]),
         _reported(),
         exclusive_folder(settings.output_dir),
     ):
-        checkpoint = Checkpoint.open(settings, resume=resume, restart=restart)
-        done = False
+        checkpoint = Checkpoint.open(settings, mode)
+        result: RunResult | None = None
         try:
             result = await _run(settings, http, on_progress, checkpoint, stop)
-            done = True
         finally:
-            if done and result.complete and not keep_checkpoint:
-                checkpoint.discard()
-            elif not done and len(checkpoint) == 0:
-                checkpoint.discard()  # nothing worth resuming
-            else:
-                pages = len(checkpoint)
-                checkpoint.close()
-                log.info("checkpoint kept: %s (%d pages)", checkpoint.path, pages)
+            _keep_or_discard(checkpoint, result, keep_checkpoint)
         return result
+
+
+def _keep_or_discard(checkpoint: Checkpoint, result: RunResult | None, keep: bool) -> None:
+    """Delete a finished run's checkpoint, or keep it for --resume (marked if complete)."""
+    if result is not None and result.complete and not keep:
+        checkpoint.discard()
+        return
+    if result is not None and result.complete:
+        try:
+            checkpoint.mark_complete(result.report["api"]["total_pages"])
+        except OutputError as exc:
+            log.warning("checkpoint kept but not marked complete: %s", exc)
+    try:
+        pages: int | str = len(checkpoint)
+    except sqlite3.Error:
+        pages = "unknown"
+    if result is None and pages == 0:
+        checkpoint.discard()  # nothing worth resuming
+        return
+    checkpoint.close()
+    log.info("checkpoint kept: %s (%s pages)", checkpoint.path, pages)
 
 
 @contextlib.contextmanager
@@ -150,7 +158,7 @@ async def _stages(
         finished.set()
 
     try:
-        async with anyio.create_task_group() as group:
+        async with checkpoint.committing(), anyio.create_task_group() as group:
             group.start_soon(fetch_stage, client, pages_tx, counters, on_progress, checkpoint, stop)
             group.start_soon(validate_stage, pages_rx, scored_tx, rejected, counters)
             group.start_soon(enrich_stage, scored_rx, enriched_tx, settings.seed, counters)
@@ -203,19 +211,21 @@ async def _run(
         settings.transport,
     )
     counters = StageCounters()
-    rejected = RejectedWriter(out / REJECTED_FILE)
+    outputs = RunOutputs(out)
     spool = SortedSpool(out)
     try:
         async with ReqresClient(settings, http=http) as client:
-            await _stages(settings, client, checkpoint, counters, rejected, spool, on_progress,
-                          stop)  # fmt: skip
+            await _stages(settings, client, checkpoint, counters, outputs.rejected, spool,
+                          on_progress, stop)  # fmt: skip
         if stop is not None and stop.is_set():
             recorded = len(checkpoint)
-            raise Interrupted(
-                f"interrupted: {recorded} pages are saved in {checkpoint.path}; run the same "
-                "command again with --resume to finish",
-                pages_recorded=recorded,
-            )
+            if recorded:
+                message = (f"interrupted: {recorded} pages are saved in {checkpoint.path}; run "
+                           "the same command again with --resume to finish")  # fmt: skip
+            else:  # the empty checkpoint is deleted: there is nothing to resume
+                message = ("interrupted before any page came in: no page was saved; run the "
+                           "same command again to start over")  # fmt: skip
+            raise Interrupted(message, pages_recorded=recorded)
         fetched_at = time.perf_counter()
         failed_pages = sorted(client.failed_pages)
         reasons = client.incomplete_reasons()
@@ -236,11 +246,9 @@ async def _run(
                 seed=settings.seed,
             )
 
-        customers_path = out / CUSTOMERS_FILE
-        write_customers(customers_path, spool.winners(), metadata)
-        rejected_path = rejected.commit()
+        customers_path = outputs.write_customers(spool.winners(), metadata)
     except BaseException:
-        rejected.abort()
+        outputs.abort()
         raise
     finally:
         spool.close()
@@ -281,15 +289,15 @@ async def _run(
         },
     }
     report_path = out / REPORT_FILE
-    write_json(report_path, report)
+    rejected_path = outputs.commit(report)
     log.info(
         "run %s: %d customers (high %d, medium %d, low %d), %d duplicates removed, "
         "%d rejected, %d requests, %d retries, %.2fs",
         "complete" if complete else f"INCOMPLETE ({'; '.join(reasons)})",
         spool.unique,
-        quality["bands"]["high"],
-        quality["bands"]["medium"],
-        quality["bands"]["low"],
+        quality["bands"]["high_quality"],
+        quality["bands"]["medium_quality"],
+        quality["bands"]["low_quality"],
         spool.duplicates,
         counters.rejected,
         client.stats.requests,

@@ -16,9 +16,13 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+# The seed's names for the band counts (in the export's data_quality_summary and the report).
+BAND_KEYS = {"high": "high_quality", "medium": "medium_quality", "low": "low_quality"}
+
+
 def quality_summary(code_counts: Counter[int]) -> dict[str, Any]:
     """Score statistics, band counts and issues per field over the unique customers."""
-    bands = {"high": 0, "medium": 0, "low": 0}
+    bands = dict.fromkeys(BAND_KEYS.values(), 0)
     per_field: dict[str, dict[str, int]] = {f: {"missing": 0, "invalid": 0} for f in FIELDS}
     total = 0
     score_sum = 0
@@ -26,7 +30,7 @@ def quality_summary(code_counts: Counter[int]) -> dict[str, Any]:
     for code, count in code_counts.items():
         issues, _ = describe_code(code)
         score = 100 - 10 * len(issues)
-        bands[quality_band(score)] += count
+        bands[BAND_KEYS[quality_band(score)]] += count
         for issue in issues:
             field, _, kind = issue.partition(":")
             per_field[field][kind] += count

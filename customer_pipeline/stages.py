@@ -75,7 +75,8 @@ async def fetch_stage(
 ) -> None:
     """Pages recorded by an earlier attempt first, then the rest from the API as they arrive.
 
-    Each fetched page is recorded in the checkpoint before it moves on.
+    Each fetched page is recorded in the checkpoint before it moves on; a checkpoint of a
+    complete run is only replayed.
     """
     started = time.perf_counter()
     progress = _ProgressLog(client, counters, on_progress)
@@ -90,12 +91,15 @@ async def fetch_stage(
                 counters.raw_records += len(page.records)
                 progress.page_done()
                 await put(send, page)
-        async for page in client.iter_pages(skip=done, stop=stop):
-            if checkpoint is not None:
-                checkpoint.record(page)
-            counters.raw_records += len(page.records)
-            progress.page_done()
-            await put(send, page)
+        if checkpoint is not None and checkpoint.complete:  # a finished run: nothing to fetch
+            client.total_pages = checkpoint.total_pages
+        else:
+            async for page in client.iter_pages(skip=done, stop=stop):
+                if checkpoint is not None:
+                    checkpoint.record(page)
+                counters.raw_records += len(page.records)
+                progress.page_done()
+                await put(send, page)
     counters.seconds["fetch"] = time.perf_counter() - started
 
 

@@ -1,4 +1,8 @@
-"""Output files, each written whole or not at all (temp file in the same folder + rename)."""
+"""Output files, each written whole or not at all (temp file in the same folder + rename).
+
+A run owns three files in its folder (the customers, the report, the rejects); RunOutputs
+publishes them as one set, so the folder never mixes files of two runs.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -17,10 +22,15 @@ import orjson
 
 from .errors import ConfigError, FolderInUseError, OutputError
 
+if sys.platform != "win32":
+    import fcntl
+
 CUSTOMERS_FILE = "processed_customers.json"
 REPORT_FILE = "summary_report.json"
 REJECTED_FILE = "rejected_records.jsonl"
-LOCK_FILE = ".lock"
+# Published in this order: the report last, as it describes the other two.
+OUTPUT_FILES = (REJECTED_FILE, CUSTOMERS_FILE, REPORT_FILE)
+LEGACY_LOCK_FILE = ".lock"  # what earlier versions locked, and left in every folder
 _BUFFER = 1 << 20
 
 
@@ -52,10 +62,15 @@ def atomic_file(path: Path) -> Iterator[IO[bytes]]:
         raise
 
 
-def write_json(path: Path, document: Any) -> None:
-    """Write one JSON document atomically, indented for people."""
+def staged(path: Path) -> Path:
+    """Where an output waits, written whole, until its run commits."""
+    return path.with_name(f".{path.name}.staged")
+
+
+def write_json(path: Path, document: Any, *, stage: bool = False) -> None:
+    """Write one JSON document atomically, indented for people (to staged(path) if ``stage``)."""
     try:
-        with atomic_file(path) as handle:
+        with atomic_file(staged(path) if stage else path) as handle:
             handle.write(orjson.dumps(document, option=orjson.OPT_INDENT_2))
             handle.write(b"\n")
     except OSError as exc:
@@ -148,12 +163,17 @@ class _Text(str):
 
 
 def write_customers(
-    path: Path, customers: Iterable[bytes], metadata: Callable[[], dict[str, Any]]
+    path: Path,
+    customers: Iterable[bytes],
+    metadata: Callable[[], dict[str, Any]],
+    *,
+    stage: bool = False,
 ) -> None:
     """``{"metadata": ..., "customers": [...]}`` with one customer (JSON bytes) per line.
 
     ``metadata`` is called once every customer has been consumed, so it can carry counts
     only known then; the customers go to a scratch file first and are copied in after it.
+    With ``stage`` the file goes to staged(path), for RunOutputs to publish.
     """
     try:
         with tempfile.TemporaryFile(dir=path.parent) as body:
@@ -163,7 +183,7 @@ def write_customers(
                 body.write(b",\n".join(chunk))
                 separator = b",\n"
             body.seek(0)
-            with atomic_file(path) as handle:
+            with atomic_file(staged(path) if stage else path) as handle:
                 handle.write(b'{\n"metadata": ')
                 handle.write(orjson.dumps(metadata(), option=orjson.OPT_INDENT_2))
                 handle.write(b',\n"customers": [')
@@ -195,35 +215,158 @@ def _copy(source: IO[bytes], target: IO[bytes]) -> None:
     shutil.copyfileobj(source, target, _BUFFER)
 
 
+class RunOutputs:
+    """The files one run owns in its folder, published together on commit.
+
+    Each is first written whole under its staged name; ``commit`` renames them into place
+    and removes the rejects file of an earlier run when this one rejected nothing. A run that
+    fails or is interrupted before its commit leaves the last committed set as it was.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.rejected = RejectedWriter(staged(folder / REJECTED_FILE))
+
+    def write_customers(
+        self, customers: Iterable[bytes], metadata: Callable[[], dict[str, Any]]
+    ) -> Path:
+        """Stage the export; returns the path it will have once committed."""
+        path = self.folder / CUSTOMERS_FILE
+        write_customers(path, customers, metadata, stage=True)
+        return path
+
+    def commit(self, report: dict[str, Any]) -> Path | None:
+        """Stage the report, then publish the set; returns the rejects file's path or None."""
+        try:
+            write_json(self.folder / REPORT_FILE, report, stage=True)
+            any_rejected = self.rejected.commit() is not None
+            self._publish(any_rejected)
+        except BaseException:
+            self.abort()
+            raise
+        return self.folder / REJECTED_FILE if any_rejected else None
+
+    def abort(self) -> None:
+        """Drop whatever is staged; the folder keeps the last committed set."""
+        self.rejected.abort()
+        for name in OUTPUT_FILES:
+            with contextlib.suppress(OSError):
+                staged(self.folder / name).unlink()
+
+    def _publish(self, any_rejected: bool) -> None:
+        touched = False
+        for name in OUTPUT_FILES:
+            path = self.folder / name
+            try:
+                if name == REJECTED_FILE and not any_rejected:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()  # an earlier run's: this report says 0 rejected
+                else:
+                    os.replace(staged(path), path)
+            except OSError as exc:
+                note = ""
+                if touched:  # half the set is already this run's: drop the rest of the old
+                    for other in OUTPUT_FILES:
+                        with contextlib.suppress(OSError):
+                            (self.folder / other).unlink()
+                    note = "; the folder's other output files were removed, not left mixed"
+                raise OutputError(
+                    f"cannot write {path}: {exc.strerror or exc}{note}; fix it and run again "
+                    "with --resume"
+                ) from exc
+            touched = True
+        _sync_folder(self.folder)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the renames durable: they live in the folder's own entries."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 @contextlib.contextmanager
 def exclusive_folder(folder: Path) -> Iterator[None]:
-    """Hold the output folder for one run; a second run on it gets a clear OutputError.
+    """Hold the output folder for one run; a second run on it gets a clear FolderInUseError.
 
-    Also removes temp files a killed run left behind (they are never the real outputs).
+    The lock is taken on the folder itself, so no lock file is left behind. Also removes what
+    a killed run left: its temp and staged files (never the real outputs).
     """
-    lock_path = folder / LOCK_FILE
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        lock = open(lock_path, "a+b")  # noqa: SIM115 - closed by the with below
+        held = _lock(folder)
     except OSError as exc:
         raise ConfigError(
             f"cannot use the output folder {folder}: {exc.strerror or exc} "
             "(--output-dir / CUSTOMER_PIPELINE_OUTPUT_DIR)"
         ) from None
-    with lock:
-        try:
-            import fcntl
-
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:  # pragma: no cover - no flock on this platform; run unguarded
-            pass
-        except OSError:
-            raise FolderInUseError(
-                f"another customer-pipeline run is using {folder}; wait for it or pick "
-                "another --output-dir"
-            ) from None
-        for name in (CUSTOMERS_FILE, REPORT_FILE, REJECTED_FILE):
-            for stale in folder.glob(f".{name}.*.tmp"):
-                with contextlib.suppress(OSError):
-                    stale.unlink()
+    try:
+        _sweep(folder)
         yield
+    finally:
+        if held is not None:
+            os.close(held)  # releases the lock
+
+
+def _in_use(folder: Path) -> FolderInUseError:
+    """The error for a folder another run holds."""
+    return FolderInUseError(
+        f"another customer-pipeline run is using {folder}; wait for it or pick another --output-dir"
+    )
+
+
+def _lock(folder: Path) -> int | None:
+    """Lock ``folder`` for this run; the descriptor that holds the lock (close to release)."""
+    if sys.platform == "win32":  # pragma: no cover - no flock there; run unguarded
+        return None
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise _in_use(folder) from None
+    except OSError:
+        # NFS emulates flock with POSIX locks, which need a file open for writing: lock a
+        # file there instead, and keep it (unlinking a lock file races with its next taker).
+        os.close(fd)
+        return _lock_file(folder / LEGACY_LOCK_FILE, os.O_RDWR | os.O_CREAT, folder)
+    try:
+        # A run of an earlier version locks this file instead: respect it, then retire it.
+        legacy = _lock_file(folder / LEGACY_LOCK_FILE, os.O_RDONLY, folder)
+    except OSError:  # none there (or not ours to open): nothing to retire
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+    with contextlib.suppress(OSError):
+        (folder / LEGACY_LOCK_FILE).unlink()
+    os.close(legacy)
+    return fd
+
+
+def _lock_file(path: Path, flags: int, folder: Path) -> int:
+    """Open ``path`` and lock it; FolderInUseError when someone else holds it."""
+    fd = os.open(path, flags, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise _in_use(folder) from None
+    return fd
+
+
+def _sweep(folder: Path) -> None:
+    """Remove the temp and staged output files a killed run left behind."""
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:  # best effort
+        for entry in entries:
+            bare = entry.name.lstrip(".")
+            if (
+                entry.name.startswith(".")
+                and bare.endswith((".tmp", ".staged"))
+                and any(bare.startswith(f"{name}.") for name in OUTPUT_FILES)
+            ):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)

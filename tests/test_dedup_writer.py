@@ -12,7 +12,7 @@ import pytest
 
 from customer_pipeline.dedup import SortedSpool, describe_code, summary_code
 from customer_pipeline.rules import process
-from customer_pipeline.writer import RejectedWriter, atomic_file, write_json
+from customer_pipeline.writer import RejectedWriter, RunOutputs, atomic_file, write_json
 
 
 def winners_of(copies: list[tuple[int, int, int, int, str]], run_bytes: int) -> list[str]:
@@ -102,3 +102,18 @@ def test_rejected_writer_publishes_only_on_commit(tmp_path: Path) -> None:
     aborted.abort()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rejected_records.jsonl"]
     assert RejectedWriter(tmp_path / "none.jsonl").commit() is None
+
+
+def test_run_outputs_publish_the_set_on_commit_and_nothing_before(tmp_path: Path) -> None:
+    names = ["processed_customers.json", "rejected_records.jsonl", "summary_report.json"]
+    for outputs, publish in [(RunOutputs(tmp_path), False), (RunOutputs(tmp_path), True)]:
+        outputs.write_customers(iter([b'{"customer_id":1}']), lambda: {"total_customers": 1})
+        outputs.rejected.write(1, 0, "id missing", {})
+        assert [p.name for p in tmp_path.iterdir() if p.name in names] == []
+        if publish:
+            assert outputs.commit({"counts": {}}) == tmp_path / "rejected_records.jsonl"
+        else:
+            outputs.abort()
+            assert list(tmp_path.iterdir()) == []  # nothing staged is left either
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
+    assert orjson.loads((tmp_path / names[0]).read_bytes())["customers"] == [{"customer_id": 1}]

@@ -41,12 +41,13 @@ async def test_defaults_reproduce_the_seed_sample(simulator: Any, tmp_path: Path
     assert george["email_domain"] == "reqres.in" and george["data_quality_score"] == 100
     assert [c["customer_id"] for c in doc["customers"]] == list(range(1, 13))
     assert doc["metadata"]["total_customers"] == 12
-    assert doc["metadata"]["data_quality_summary"] == {"high": 12, "medium": 0, "low": 0}
+    assert doc["metadata"]["data_quality_summary"] == {
+        "high_quality": 12, "medium_quality": 0, "low_quality": 0,
+    }  # fmt: skip
     assert doc["metadata"]["complete"] is True and result.exit_code == 0
     assert result.rejected_path is None and not (tmp_path / "rejected_records.jsonl").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        ".lock",  # held while a run uses the folder; the checkpoint is gone: the run completed
-        "pipeline.log",
+        "pipeline.log",  # no lock file, and no checkpoint: the run completed
         "processed_customers.json",
         "summary_report.json",
     ]
@@ -148,7 +149,7 @@ async def test_report_counts_shares_and_timings(simulator: Any, tmp_path: Path) 
     # Shares and bands recomputed from the exported customers agree with the report.
     customers = load(result.customers_path)["customers"]
     assert sum(c["customer_tier"] == "basic" for c in customers) == tiers["basic"]["count"]
-    assert sum(c["data_quality_score"] >= 90 for c in customers) == quality["bands"]["high"]
+    assert sum(c["data_quality_score"] >= 90 for c in customers) == quality["bands"]["high_quality"]
 
 
 async def test_failed_pages_make_an_incomplete_export(tmp_path: Path) -> None:
@@ -169,7 +170,7 @@ async def test_auth_error_is_raised_once_and_leaves_no_files(
     base, _ = await simulator(api_key="the-right-key")
     with pytest.raises(AuthError, match="CUSTOMER_PIPELINE_API_KEY"):
         await run_pipeline(fast_settings(base_url=base, output_dir=tmp_path))
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "pipeline.log"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipeline.log"]
     assert "API key missing or invalid" in (tmp_path / "pipeline.log").read_text()
 
 

@@ -11,8 +11,8 @@ PUBLIC = [
     "ApiError", "ApiStats", "ApiUnreachableError", "AuthError", "BadRequestError",
     "CheckpointError", "ConfigError", "FolderInUseError", "Interrupted", "InvalidBodyError",
     "OutputError", "Page", "PageFetchError", "PageNotFoundError", "PipelineError", "Progress",
-    "RateLimitedError", "ReqresClient", "ResponseTooLargeError", "RetryableError", "RunResult",
-    "Settings", "__version__", "load_settings", "run_pipeline", "stream_customers",
+    "RateLimitedError", "ReqresClient", "ResponseTooLargeError", "RetryableError", "RunMode",
+    "RunResult", "Settings", "__version__", "load_settings", "run_pipeline", "stream_customers",
 ]  # fmt: skip
 
 

@@ -132,7 +132,7 @@ async def test_incomplete_run_resumes_only_the_failed_pages(tmp_path: Path) -> N
         assert (tmp_path / CHECKPOINT_FILE).exists()  # kept for --resume
         failing.clear()  # the API recovers
         seen.clear()
-        second = await run_pipeline(settings, resume=True)
+        second = await run_pipeline(settings, mode="resume")
     assert second.complete and second.exit_code == 0
     assert sorted(seen) == [1, 3, 5]  # page 1 to learn the total, then just the missing ones
     assert [c["customer_id"] for c in customers(tmp_path)] == list(range(1, 49))
@@ -149,7 +149,7 @@ async def test_resume_with_settings_that_change_the_result_is_refused(
         await run_pipeline(fast_settings(output_dir=tmp_path, max_retries=0))
     name = next(iter(change))
     with pytest.raises(CheckpointError, match=f"{name} was"):
-        await run_pipeline(fast_settings(output_dir=tmp_path, **change), resume=True)
+        await run_pipeline(fast_settings(output_dir=tmp_path, **change), mode="resume")
 
 
 async def test_restart_discards_and_keep_checkpoint_keeps(tmp_path: Path) -> None:
@@ -159,7 +159,7 @@ async def test_restart_discards_and_keep_checkpoint_keeps(tmp_path: Path) -> Non
         await run_pipeline(fast_settings(output_dir=tmp_path))
     with pages_api(set(), []):
         result = await run_pipeline(
-            fast_settings(output_dir=tmp_path), restart=True, keep_checkpoint=True
+            fast_settings(output_dir=tmp_path), mode="restart", keep_checkpoint=True
         )
     assert result.complete
     assert (tmp_path / CHECKPOINT_FILE).exists()
