@@ -133,8 +133,12 @@ def print_summary(result: RunResult) -> None:
     ]
     if not result.complete:
         lines.append(
-            f"Pages {result.failed_pages} failed after every retry; the export says "
-            "complete: false (exit code 3). Later, run the same command with --resume to "
-            "fetch only the failed pages."
+            f"Incomplete: {'; '.join(result.incomplete_reasons)}. The export says complete: "
+            "false (exit code 3). "
+            + (
+                "Later, run the same command with --resume to fetch only the failed pages."
+                if result.failed_pages
+                else "Raise --max-pages and run the same command with --resume for the rest."
+            )
         )
     click.echo("\n".join(lines))

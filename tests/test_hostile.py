@@ -289,7 +289,7 @@ async def test_counts_in_unicode_digits_are_not_counts_and_resume_works(
         first = await run_pipeline(settings)
         assert (first.exit_code, first.failed_pages) == (3, [3])
         healthy = True
-        second = await run_pipeline(settings, resume=True)  # replays the "²" page too
+        second = await run_pipeline(settings, mode="resume")  # replays the "²" page too
     assert second.exit_code == 0 and exported_ids(second) == [1, 2, 3, 4]
 
 

@@ -19,6 +19,7 @@ from customer_pipeline import (
     run_pipeline,
     stream_customers,
 )
+from customer_pipeline.console import print_summary
 from customer_pipeline.models import ExportDocument, Rejection, SummaryReport
 from customer_pipeline.simulator import Dataset
 
@@ -224,6 +225,20 @@ async def test_more_pages_than_max_pages_is_an_incomplete_run_that_says_why(
     report = load(result.report_path)
     assert report["run"]["complete"] is False and report["run"]["incomplete_reasons"] == [reason]
     assert reason in result.log_path.read_text()
+
+
+async def test_a_run_past_max_pages_says_so_on_the_terminal_and_resume_fetches_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pages_api(set(), total_pages=8):
+        result = await run_pipeline(fast_settings(output_dir=tmp_path, max_pages=6))
+        print_summary(result)
+        out = capsys.readouterr().out
+        assert "the API reports 8 pages; max_pages is 6" in out and "Pages []" not in out
+        assert "Raise --max-pages" in out
+        again = await run_pipeline(fast_settings(output_dir=tmp_path, max_pages=8),
+                                   mode="resume")  # fmt: skip
+    assert again.exit_code == 0 and again.customers == 8 * 6
 
 
 async def test_a_complete_run_has_empty_incomplete_reasons(tmp_path: Path) -> None:
