@@ -1,59 +1,216 @@
-"""Logging for a run: the log file, and a filter that keeps secrets out of every line."""
+"""Logging for a run: its own log file, its run id, and redaction of every spelling of a secret.
+
+Several runs may share a process: each run's file receives only that run's lines (a filter
+on the run id, a contextvar that anyio and asyncio tasks inherit), at that run's level.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
-from collections.abc import Iterator
+import re
+import secrets as random_ids
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
+from urllib.parse import quote_from_bytes, quote_plus
 
 from .errors import ConfigError
 
 LOGGER_NAME = "customer_pipeline"
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+MASK = "***"
+
+_run_id: ContextVar[str | None] = ContextVar("customer_pipeline_run_id", default=None)
+
+
+def current_run_id() -> str | None:
+    """The id of the run the calling code belongs to, or None outside a run."""
+    return _run_id.get()
+
+
+def _spellings(secret: str) -> set[str]:
+    """How ``secret`` can appear in a message: as is, escaped by repr or JSON, percent-encoded."""
+    raw = secret.encode("utf-8", "surrogatepass")
+    escaped = {
+        secret,
+        repr(secret)[1:-1],
+        ascii(secret)[1:-1],
+        repr(raw)[2:-1],  # how h11 and aiohttp quote a header they refuse
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+    }
+    encoded = {quote_from_bytes(raw, safe=""), quote_from_bytes(raw), quote_plus(raw, safe="")}
+    encoded |= {re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), e) for e in encoded}
+    # An escaped message quoted once more (a repr of a list of errors) doubles backslashes.
+    return escaped | encoded | {repr(form)[1:-1] for form in escaped}
+
+
+class Redactor:
+    """Replaces every spelling of each secret with ***: the one redaction for log and terminal."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        forms = {form for secret in secrets if secret for form in _spellings(secret)}
+        # Longest first, so a form is never cut short by one of its own prefixes.
+        alternatives = sorted(forms, key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, alternatives))) if forms else None
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret masked."""
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(MASK, text)
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every spelling of each of ``secrets`` masked."""
+    return Redactor(secrets).redact(text)
 
 
 class RedactingFilter(logging.Filter):
-    """Replaces each secret with *** in a record's final message (defence in depth)."""
+    """Masks the secrets in a record's message, traceback and stack (defence in depth)."""
 
-    def __init__(self, secrets: list[str]) -> None:
+    def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        self.secrets = [s for s in secrets if s]
+        self.redactor = Redactor(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if any(secret in message for secret in self.secrets):
-            for secret in self.secrets:
-                message = message.replace(secret, "***")
-            record.msg, record.args = message, None
+        redact = self.redactor.redact
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: the handler reports it, not a filter
+            return True
+        if (clean := redact(message)) != message:
+            record.msg, record.args = clean, None
         if record.exc_info and record.exc_info[1] is not None:
-            text = str(record.exc_info[1])
-            if any(secret in text for secret in self.secrets):
-                record.exc_info = None
-                record.exc_text = None
+            text = logging.Formatter().formatException(record.exc_info)
+            if (clean := redact(text)) != text:
+                record.exc_info, record.exc_text = None, clean
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
+
+
+class _RunFilter(logging.Filter):
+    """Passes only the records logged by one run."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _run_id.get() == self.run_id
+
+
+class _LogFile(logging.FileHandler):
+    """A run's log file: if it cannot be written, one warning on stderr, then silence.
+
+    The run's data matters more than its log: a full disk must not fail a finished export.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, encoding="utf-8")
+        self.shown_path = path
+        self.broken = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.broken:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            self._give_up(error)
+        else:
+            super().handleError(record)
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError as error:
+            self._give_up(error)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError as error:
+            self._give_up(error)
+
+    def _give_up(self, error: OSError) -> None:
+        if self.broken:
+            return
+        self.broken = True
+        sys.stderr.write(
+            f"warning: cannot write the log file {self.shown_path}: {error.strerror or error}; "
+            "further log lines are dropped\n"
+        )
+
+
+class _SharedLevel:
+    """The package logger's level while runs overlap: the lowest any of them asks for.
+
+    Reference-counted, so one run's level never silences another's lines; the level the
+    application had set comes back when the last run ends.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self.lock = threading.Lock()  # runs may live on several threads, each with a loop
+        self.active: list[int] = []
+        self.before = logging.NOTSET
+
+    def join(self, level: int) -> None:
+        with self.lock:
+            if not self.active:
+                self.before = self.logger.level
+            self.active.append(level)
+            self._apply()
+
+    def leave(self, level: int) -> None:
+        with self.lock:
+            self.active.remove(level)
+            self._apply()
+
+    def _apply(self) -> None:
+        if not self.active:
+            self.logger.setLevel(self.before)
+            return
+        # A lower level the application chose for its own handlers stays in force.
+        floor = [self.before] if self.before != logging.NOTSET else []
+        self.logger.setLevel(min(self.active + floor))
+
+
+_shared_level = _SharedLevel(logging.getLogger(LOGGER_NAME))
 
 
 @contextlib.contextmanager
 def run_logging(log_path: Path, level: str, secrets: list[str]) -> Iterator[logging.Logger]:
-    """Log this package at ``level`` to ``log_path`` (appending) for the length of a run."""
+    """Log this run's lines at ``level`` to ``log_path`` (appending), under a new run id."""
     logger = logging.getLogger(LOGGER_NAME)
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_path, encoding="utf-8")
+        handler = _LogFile(log_path)
     except OSError as exc:
         raise ConfigError(
             f"cannot write the log file {log_path}: {exc.strerror or exc} "
             "(--log-file / CUSTOMER_PIPELINE_LOG_FILE, or --output-dir)"
         ) from None
+    run_id = random_ids.token_hex(4)
+    numeric_level = logging.getLevelNamesMapping()[level]
+    handler.setLevel(numeric_level)
     handler.setFormatter(logging.Formatter(FORMAT))
+    handler.addFilter(_RunFilter(run_id))
     handler.addFilter(RedactingFilter(secrets))
-    previous_level = logger.level
-    logger.setLevel(level)
+    token = _run_id.set(run_id)
+    _shared_level.join(numeric_level)
     logger.addHandler(handler)
     try:
         yield logger
     finally:
         logger.removeHandler(handler)
-        logger.setLevel(previous_level)
+        _shared_level.leave(numeric_level)
+        _run_id.reset(token)
         handler.close()

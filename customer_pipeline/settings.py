@@ -6,6 +6,7 @@ a ``.env`` file > the defaults below.
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -19,9 +20,22 @@ ENV_PREFIX = "CUSTOMER_PIPELINE_"
 DEFAULT_BASE_URL = "https://reqres.in"
 DEFAULT_API_KEY = "reqres-free-v1"
 DEFAULT_SEED = 42
+MIN_RATE_LIMIT = 0.001
+MAX_RATE_LIMIT = 1_000_000
+MAX_WAIT_S = 3600  # longest timeout or backoff: an hour is already a stall
+MAX_PAGES = 10_000_000
+MAX_RESPONSE_BYTES = 2**31
+MAX_SEED = 2**63 - 1  # a signed 64-bit integer, so every JSON reader keeps it exact
+# Flags whose name is not the setting's.
+FLAGS = {"verify_tls": "--insecure"}
 
 Transport = Literal["aiohttp", "httpx"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def _seconds(default: float, description: str) -> Any:
+    """A duration setting: positive, finite and at most MAX_WAIT_S."""
+    return Field(default, gt=0, le=MAX_WAIT_S, allow_inf_nan=False, description=description)
 
 
 class Settings(BaseSettings):
@@ -43,22 +57,26 @@ class Settings(BaseSettings):
     )
     concurrency: int = Field(10, ge=1, le=1000, description="requests in flight at most")
     rate_limit: float = Field(
-        10.0, ge=0, description="requests per second at most, retries included (0 = unlimited)"
+        10.0,
+        ge=0,
+        le=MAX_RATE_LIMIT,
+        allow_inf_nan=False,
+        description="requests per second at most, retries included (0 = unlimited)",
     )
     max_retries: int = Field(5, ge=0, le=100, description="retries per page before it fails")
-    backoff_base: float = Field(1.0, gt=0, description="first backoff wait, seconds (doubles)")
-    backoff_max: float = Field(
-        30.0, gt=0, description="longest backoff or Retry-After wait, seconds"
-    )
-    timeout: float = Field(10.0, gt=0, description="connect/read timeout per request, seconds")
+    backoff_base: float = _seconds(1.0, "first backoff wait, seconds (doubles)")
+    backoff_max: float = _seconds(30.0, "longest backoff or Retry-After wait, seconds")
+    timeout: float = _seconds(10.0, "connect/read timeout per request, seconds")
     per_page: int = Field(6, ge=1, le=10_000, description="records requested per page")
     max_pages: int = Field(
-        100_000, ge=1, description="refuse to page past this (guards a bogus total_pages)"
+        100_000, ge=1, le=MAX_PAGES, description="never page past this (guards a bogus total)"
     )
     max_response_bytes: int = Field(
-        10_000_000, ge=1024, description="larger response bodies are refused"
+        10_000_000, ge=1024, le=MAX_RESPONSE_BYTES, description="larger response bodies are refused"
     )
-    seed: int = Field(DEFAULT_SEED, description="seed of the deterministic business fields")
+    seed: int = Field(
+        DEFAULT_SEED, ge=0, le=MAX_SEED, description="seed of the deterministic business fields"
+    )
     output_dir: Path = Field(Path("output"), description="folder for the output files")
     transport: Transport = Field(
         "aiohttp", description="HTTP transport under the httpx API: aiohttp (fast) or httpx"
@@ -71,12 +89,56 @@ class Settings(BaseSettings):
     @classmethod
     def _check_base_url(cls, value: str) -> str:
         value = value.strip()
-        parts = urlsplit(value)
+        if any(c.isspace() or unicodedata.category(c) == "Cc" for c in value):
+            raise ValueError("contains a space or a control character")
+        if "?" in value or "#" in value:
+            # The client appends the listing's own query; a second "?" would corrupt it.
+            raise ValueError("must not carry a query (?...) or a fragment (#...)")
+        try:
+            parts = urlsplit(value)
+            port = parts.port
+        except ValueError:
+            raise ValueError("has a malformed host or port (a number from 1 to 65535)") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL with a host")
         if parts.username or parts.password:
             raise ValueError("must not carry credentials; use api_key")
+        if port == 0:
+            raise ValueError("has port 0; give a port from 1 to 65535 or none")
         return value.rstrip("/")
+
+    @field_validator("api_key")
+    @classmethod
+    def _check_api_key(cls, value: SecretStr) -> SecretStr:
+        # The messages describe the key, never show it.
+        key = value.get_secret_value()
+        if "\r" in key or "\n" in key:
+            raise ValueError(
+                "contains a line break: a trailing CR/LF? a file with Windows line endings? "
+                "(strip it, e.g. tr -d '\\r\\n')"
+            )
+        if not key.isascii():
+            raise ValueError("contains a non-ASCII character, which no HTTP header can carry")
+        if not key.isprintable():
+            raise ValueError("contains a control character (a tab?), which no HTTP header carries")
+        if key != key.strip():
+            raise ValueError("starts or ends with a space, which HTTP drops; remove it")
+        return value
+
+    @field_validator("output_dir", "log_file")
+    @classmethod
+    def _check_path(cls, value: Path | None) -> Path | None:
+        if value is not None and "\x00" in str(value):
+            raise ValueError("contains a NUL character")
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, value: float) -> float:
+        if 0 < value < MIN_RATE_LIMIT:
+            # Slower than one request in 1000 s would look like a hang.
+            raise ValueError(f"must be 0 (unlimited) or at least {MIN_RATE_LIMIT}")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -106,6 +168,14 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**given)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"cannot read .env: byte 0x{exc.object[exc.start]:02x} on line {line} (not UTF-8); "
+            "save the file as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read .env: {exc.strerror or exc}") from None
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -117,6 +187,6 @@ def describe_validation_error(exc: ValidationError) -> str:
         if name == "settings":
             lines.append(f"invalid settings: {message}")
             continue
-        flag = "--" + name.replace("_", "-")
+        flag = FLAGS.get(name, "--" + name.replace("_", "-"))
         lines.append(f"invalid {name} ({flag} / {ENV_PREFIX}{name.upper()}): {message}")
     return "\n".join(lines)

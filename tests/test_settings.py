@@ -84,3 +84,100 @@ def test_env_example_lists_every_setting() -> None:
     text = (ROOT / ".env.example").read_text()
     listed = set(re.findall(r"^#?\s*CUSTOMER_PIPELINE_([A-Z_]+)=", text, flags=re.M))
     assert listed == {name.upper() for name in Settings.model_fields}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"rate_limit": float("inf")}, "rate_limit"),
+        ({"rate_limit": float("nan")}, "rate_limit"),
+        ({"rate_limit": 1e-300}, "rate_limit"),
+        ({"rate_limit": 2e6}, "rate_limit"),
+        ({"timeout": float("inf")}, "timeout"),
+        ({"timeout": 3601}, "timeout"),
+        ({"backoff_base": float("inf"), "backoff_max": float("inf")}, "backoff_base"),
+        ({"backoff_max": 1e9}, "backoff_max"),
+        ({"seed": 2**64}, "seed"),
+        ({"seed": -1}, "seed"),
+        ({"max_pages": 2**64}, "max_pages"),
+        ({"max_pages": 10_000_001}, "max_pages"),
+        ({"max_response_bytes": 2**64}, "max_response_bytes"),
+        ({"base_url": "http://127.0.0.1:port8099"}, "base_url"),
+        ({"base_url": "http://127.0.0.1:99999"}, "base_url"),
+        ({"base_url": "http://127.0.0.1:0"}, "base_url"),
+        ({"base_url": "http://exam\x01ple.com"}, "base_url"),
+        ({"base_url": "http://example.com/a b"}, "base_url"),
+        ({"base_url": "http://example.com/api?token=1"}, "base_url"),
+        ({"base_url": "http://example.com/#top"}, "base_url"),
+        ({"base_url": "http://[::1"}, "base_url"),
+        ({"output_dir": "out\x00put"}, "output_dir"),
+    ],
+)
+def test_out_of_bounds_values_are_refused_naming_flag_and_variable(
+    overrides: dict[str, object], named: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(**overrides)
+    message = str(info.value)
+    assert f"--{named.replace('_', '-')}" in message
+    assert f"CUSTOMER_PIPELINE_{named.upper()}" in message
+    for value in overrides.values():
+        if isinstance(value, str):
+            assert value not in message  # never echoed: it could be a pasted key
+
+
+def test_the_bounds_themselves_are_accepted() -> None:
+    low = load_settings(rate_limit=0.001, seed=0, timeout=0.01, backoff_base=0.001)
+    high = load_settings(
+        rate_limit=1_000_000,
+        seed=2**63 - 1,
+        max_pages=10_000_000,
+        max_response_bytes=2**31,
+        timeout=3600,
+        backoff_max=3600,
+        base_url="http://127.0.0.1:65535/prefix/",
+    )
+    assert load_settings(rate_limit=0).rate_limit == 0  # unlimited
+    assert low.rate_limit == 0.001 and high.seed == 2**63 - 1
+    assert high.base_url == "http://127.0.0.1:65535/prefix"
+
+
+@pytest.mark.parametrize(
+    ("key", "hint"),
+    [
+        (SECRET_KEY + "\r", "Windows line endings"),
+        (SECRET_KEY + "\n", "trailing CR/LF"),
+        ("sk-\r\nX-Injected: 1", "CR/LF"),
+        (SECRET_KEY + "é", "non-ASCII"),
+        (SECRET_KEY + "\t", "control character"),
+        (" " + SECRET_KEY, "space"),
+    ],
+)
+def test_a_key_no_http_header_can_carry_is_refused_with_a_hint(key: str, hint: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(api_key=key)
+    message = str(info.value)
+    assert "--api-key" in message and "CUSTOMER_PIPELINE_API_KEY" in message
+    assert hint in message
+    assert SECRET_KEY not in message and "X-Injected" not in message
+
+
+def test_a_dotenv_that_is_not_utf8_is_named_with_its_line(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes(
+        b"CUSTOMER_PIPELINE_SEED=7\nCUSTOMER_PIPELINE_API_KEY=caf\xe9-" + SECRET_KEY.encode()
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert message.startswith("cannot read .env: ")
+    assert "line 2" in message and "(not UTF-8)" in message
+    assert SECRET_KEY not in message
+
+
+def test_a_bad_verify_tls_names_the_real_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUSTOMER_PIPELINE_VERIFY_TLS", "perhaps")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert "CUSTOMER_PIPELINE_VERIFY_TLS" in message and "--insecure" in message
+    assert "--verify-tls" not in message
