@@ -30,6 +30,8 @@ MAX_SEED = 2**63 - 1  # a signed 64-bit integer, so every JSON reader keeps it e
 FLAGS = {"verify_tls": "--insecure"}
 
 Transport = Literal["aiohttp", "httpx"]
+Paginator = Literal["page_number", "offset", "cursor", "link", "next_url"]
+CUSTOMER_FIELDS = ("id", "email", "first_name", "last_name", "avatar")
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
@@ -85,6 +87,28 @@ class Settings(BaseSettings):
     log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     verify_tls: bool = Field(True, description="verify TLS certificates")
 
+    # The source: which listing, how it pages, where the records and counts are in a body.
+    resource: str = Field("/api/users", description="path of the listing under base_url")
+    paginator: Paginator = Field(
+        "page_number", description="page_number, offset, cursor, link or next_url"
+    )
+    page_param: str = Field("page", description="query parameter of the page number")
+    size_param: str = Field("per_page", description="query parameter of the page size")
+    first_page: int = Field(1, ge=0, le=1, description="number of the first page (0 or 1)")
+    offset_param: str = Field("offset", description="query parameter of the offset (offset)")
+    cursor_param: str = Field("cursor", description="query parameter of the cursor (cursor)")
+    data_path: str = Field("data", description="dotted path of the records; empty: the body")
+    total_pages_path: str = Field("total_pages", description="dotted path of the page count")
+    total_path: str = Field("total", description="dotted path of the record count")
+    next_path: str = Field(
+        "", description="dotted path of the next cursor (cursor) or next URL (next_url)"
+    )
+    field: dict[str, str] = Field(
+        default_factory=dict,
+        description="where a customer field is in a record: NAME=dotted.path (id, email, "
+        "first_name, last_name, avatar); unnamed fields keep their own names",
+    )
+
     @field_validator("base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
@@ -125,6 +149,39 @@ class Settings(BaseSettings):
             raise ValueError("starts or ends with a space, which HTTP drops; remove it")
         return value
 
+    @field_validator("resource")
+    @classmethod
+    def _check_resource(cls, value: str) -> str:
+        value = value.strip()
+        if not value.startswith("/") or any(c in value for c in "?#") or not value.isprintable():
+            raise ValueError("must be a path starting with / with no query or fragment")
+        return value
+
+    @field_validator("page_param", "size_param", "offset_param", "cursor_param")
+    @classmethod
+    def _check_param(cls, value: str) -> str:
+        if not value or any(c in value for c in "&=#?") or not value.isprintable():
+            raise ValueError("must be a query parameter name (no &, =, ?, # or spaces)")
+        return value
+
+    @field_validator("data_path", "total_pages_path", "total_path", "next_path")
+    @classmethod
+    def _check_path_expr(cls, value: str) -> str:
+        value = value.strip()
+        if value and any(part == "" for part in value.split(".")):
+            raise ValueError("must be a dotted path such as meta.next (no empty part)")
+        return value
+
+    @field_validator("field")
+    @classmethod
+    def _check_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, path in value.items():
+            if name not in CUSTOMER_FIELDS:
+                raise ValueError(f"names {name!r}; the fields are {', '.join(CUSTOMER_FIELDS)}")
+            if not path or any(part == "" for part in path.split(".")):
+                raise ValueError(f"gives {name} an empty or malformed dotted path")
+        return value
+
     @field_validator("output_dir", "log_file")
     @classmethod
     def _check_path(cls, value: Path | None) -> Path | None:
@@ -149,6 +206,8 @@ class Settings(BaseSettings):
     def _check_backoff(self) -> Settings:
         if self.backoff_max < self.backoff_base:
             raise ValueError("backoff_max must be at least backoff_base")
+        if self.paginator in ("cursor", "next_url") and not self.next_path:
+            raise ValueError(f"paginator {self.paginator} needs next_path (--next-path)")
         return self
 
     @property
