@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypedDict
 
 import click
+from click.exceptions import NoArgsIsHelpError
 
 from .logs import LOGGER_NAME, RedactingFilter, Redactor
 from .pipeline import REPORTED, RunResult, run_pipeline
@@ -36,6 +37,9 @@ class Commands(click.Group):
             return super().main(args, prog_name, complete_var, False, **extra)
         try:
             code = super().main(args, prog_name, complete_var, False, **extra)
+        except NoArgsIsHelpError as exc:
+            exc.show()  # the help itself, not an error
+            sys.exit(exc.exit_code)
         except click.UsageError as exc:
             if exc.ctx is not None:
                 click.echo(exc.ctx.get_usage(), err=True)

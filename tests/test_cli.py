@@ -294,3 +294,10 @@ def test_log_lines_under_the_progress_bar_carry_iso_8601_times(tmp_path: Path) -
     line = next(line for line in lines if line.rstrip().endswith("verification is OFF"))
     assert re.search(r"\[\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\]", line), line
     assert not re.search(r"\d{2}/\d{2}/\d{2}", result.output)
+
+
+def test_no_command_shows_the_help_not_an_error() -> None:
+    result = CliRunner().invoke(main, [])
+    assert result.exit_code == 2
+    assert result.output.startswith("Usage: ") and "Commands:" in result.output
+    assert "error:" not in result.output
