@@ -1,8 +1,9 @@
 """customer-pipeline: fetch reqres-style customers concurrently, score, enrich, export JSON."""
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .checkpoint import RunMode
-from .client import ApiStats, ReqresClient
 from .errors import (
     ApiError,
     ApiUnreachableError,
@@ -21,10 +22,29 @@ from .errors import (
     ResponseTooLargeError,
     RetryableError,
 )
-from .paging import Page
-from .pipeline import RunResult, run_pipeline, stream_customers
-from .settings import Settings, load_settings
-from .stages import Progress
+
+if TYPE_CHECKING:
+    from .checkpoint import RunMode
+    from .client import ApiStats, ReqresClient
+    from .paging import Page
+    from .pipeline import RunResult, run_pipeline, stream_customers
+    from .settings import Settings, load_settings
+    from .stages import Progress
+
+# Each public name's module, imported on first use: the command line then starts before the
+# HTTP stack loads, so its entry point can catch a Ctrl-C that comes during start-up.
+_HOMES = {
+    "ApiStats": "client",
+    "Page": "paging",
+    "Progress": "stages",
+    "ReqresClient": "client",
+    "RunMode": "checkpoint",
+    "RunResult": "pipeline",
+    "Settings": "settings",
+    "load_settings": "settings",
+    "run_pipeline": "pipeline",
+    "stream_customers": "pipeline",
+}
 
 __all__ = [
     "ApiError",
@@ -55,3 +75,18 @@ __all__ = [
     "run_pipeline",
     "stream_customers",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first use (PEP 562)."""
+    module = _HOMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The public names, imported or not."""
+    return sorted({*globals(), *__all__})

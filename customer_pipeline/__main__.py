@@ -1,6 +1,25 @@
-"""``python -m customer_pipeline`` is the ``customer-pipeline`` command."""
+"""The ``customer-pipeline`` command's entry point (also ``python -m customer_pipeline``).
 
-from .cli import main
+It imports the command line itself, so that a Ctrl-C during start-up (imports, settings,
+before the run's signal handlers are in place) exits 130 quietly instead of a traceback.
+"""
+
+import sys
+
+EXIT_SIGINT = 130
+
+
+def main() -> None:
+    """Run the ``customer-pipeline`` command."""
+    try:
+        from .cli import main as command
+
+        command()
+    except KeyboardInterrupt:
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")  # end the terminal's ^C line
+        sys.exit(EXIT_SIGINT)
+
 
 if __name__ == "__main__":
     main()

@@ -7,8 +7,8 @@ Exit codes: 0 done, 1 failed, 2 bad usage or configuration, 3 finished incomplet
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -19,7 +19,19 @@ import orjson
 
 from ._version import __version__
 from .checkpoint import CHECKPOINT_FILE, RunMode
-from .console import RunModes, Stopper, print_summary, run_with_progress, stderr_logging
+from .console import (
+    EXIT_FAILED,
+    EXIT_SIGINT,
+    EXIT_USAGE,
+    Commands,
+    Finite,
+    RunModes,
+    Stopper,
+    Terminal,
+    print_summary,
+    run_with_progress,
+    stderr_logging,
+)
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -28,12 +40,11 @@ from .errors import (
     PipelineError,
 )
 from .logs import LOGGER_NAME
-from .settings import Settings, load_settings
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+from .settings import ENV_PREFIX, MAX_RATE_LIMIT, MAX_SEED, Settings, load_settings
 
 
 @click.group(
+    cls=Commands,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="""\b
 Examples:
@@ -104,56 +115,56 @@ One example per pagination style (all serve the same users in the same order):
     "--failure-rate",
     default=0.2,
     show_default=True,
-    type=click.FloatRange(0, 1),
+    type=Finite(0, 1),
     help="Share of requests answered 500/503 (JSON or HTML body).",
 )
 @click.option(
     "--rate-limit",
     default=20.0,
     show_default=True,
-    type=click.FloatRange(0),
+    type=Finite(0, MAX_RATE_LIMIT),
     help="Requests per second before 429 with Retry-After (0 = off).",
 )
 @click.option(
     "--latency-ms",
     default=50.0,
     show_default=True,
-    type=click.FloatRange(0),
+    type=Finite(0, 3_600_000),
     help="Mean response delay in ms (uniform jitter of +-50%).",
 )
 @click.option(
     "--dirty-rate",
     default=0.0,
     show_default=True,
-    type=click.FloatRange(0, 1),
+    type=Finite(0, 1),
     help="Share of records with missing, blank or invalid fields or unusable ids.",
 )
 @click.option(
     "--duplicate-rate",
     default=0.0,
     show_default=True,
-    type=click.FloatRange(0, 1),
+    type=Finite(0, 1),
     help="Share of users that show up again on the next page.",
 )
 @click.option(
     "--truncate-rate",
     default=0.0,
     show_default=True,
-    type=click.FloatRange(0, 1),
+    type=Finite(0, 1),
     help="Share of 200 answers whose body is cut short.",
 )
 @click.option(
     "--drop-rate",
     default=0.0,
     show_default=True,
-    type=click.FloatRange(0, 1),
+    type=Finite(0, 1),
     help="Share of requests whose connection is dropped without an answer.",
 )
 @click.option(
     "--seed",
     default=42,
     show_default=True,
-    type=int,
+    type=click.IntRange(0, MAX_SEED),
     help="Seed of the data, its dirt and the faults.",
 )
 @click.option(
@@ -206,17 +217,35 @@ def simulate(host: str, port: int, **options: Any) -> None:
     async def serve_forever() -> None:
         async with serve(config, host, port) as (url, sim):
             pages = sim.dataset.total_pages(config.per_page)
-            click.echo(
-                f"Serving reqres simulator on {url} ({config.total} users, {pages} pages"
-                f" of {config.per_page}); Ctrl-C to stop",
-                err=True,
-            )
             click.echo(url)
             sys.stdout.flush()
+            click.echo(simulator_banner(url, config, pages), err=True)
             await asyncio.Event().wait()
 
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         asyncio.run(serve_forever())
+    except OSError as exc:
+        Terminal().error(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+            "(--host / --port; --port 0 picks a free port)"
+        )
+        sys.exit(EXIT_USAGE)
+
+
+def simulator_banner(url: str, config: Any, pages: int) -> str:
+    """What ``simulate`` says on start: what it serves and the ``run`` command that matches."""
+    lines = [
+        f"Serving reqres simulator on {url} ({config.total} users, {pages} pages of "
+        f"{config.per_page}). Fetch it with:",
+        f"  customer-pipeline run --base-url {url} --per-page {config.per_page}",
+    ]
+    if config.api_key:
+        # Never the key itself: the terminal may be shared or recorded.
+        lines.append(
+            f"  (it requires an API key: set {ENV_PREFIX}API_KEY to the one given to simulate)"
+        )
+    lines.append("Ctrl-C to stop")
+    return "\n".join(lines)
 
 
 RUN_EPILOG = """\b
@@ -315,13 +344,15 @@ def run(
     **options: Any,
 ) -> None:
     """Fetch every customer, score and enrich them, and write the JSON outputs."""
+    # Until the settings are read, redact the keys that might become the run's key.
+    terminal = Terminal([options.get("api_key") or "", os.environ.get(f"{ENV_PREFIX}API_KEY", "")])
     if resume and restart:
-        click.echo("error: --resume and --restart contradict each other; pick one", err=True)
+        terminal.error("--resume and --restart contradict each other; pick one")
         sys.exit(EXIT_USAGE)
     try:
         settings = load_settings(**options, verify_tls=False if insecure else None)
     except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
+        terminal.error(str(exc))
         sys.exit(EXIT_USAGE)
     if not settings.verify_tls:
         click.secho(
@@ -338,14 +369,16 @@ def run(
 
 
 async def _run(settings: Settings, *, simulate: bool, show_bar: bool, modes: RunModes) -> int:
+    # First, so that a signal from here on stops the run gracefully.
+    stopper = Stopper()
+    stopper.install()
+    terminal = Terminal([settings.api_key.get_secret_value()])
     from rich.console import Console
 
     console = Console(stderr=True)
     handler = stderr_logging(settings, console if show_bar else None)
     if not settings.verify_tls:
         logging.getLogger(LOGGER_NAME).warning("TLS certificate verification is OFF")
-    stopper = Stopper()
-    stopper.install()
     try:
         if simulate:
             from .simulator import SimulatorConfig, serve
@@ -357,26 +390,35 @@ async def _run(settings: Settings, *, simulate: bool, show_bar: bool, modes: Run
         else:
             result = await run_with_progress(settings, console, show_bar, modes, stopper)
     except (ConfigError, CheckpointError, FolderInUseError) as exc:
-        click.echo(f"error: {exc}", err=True)
+        terminal.error(str(exc))
         return EXIT_USAGE
     except Interrupted as exc:
-        click.echo(f"{exc}", err=True)
+        terminal.echo(str(exc), err=True)
         return 128 + (stopper.signal or signal.SIGINT)
-    except asyncio.CancelledError:  # a second signal: stopped at once
+    except asyncio.CancelledError:
+        if stopper.signal is None:
+            return EXIT_SIGINT  # Ctrl-C before our handlers were in place: nothing started
         if (settings.output_dir / CHECKPOINT_FILE).exists():
             saved = "every page completed so far is in the checkpoint: run the same command "
             saved += "again with --resume to finish"
         else:  # an empty checkpoint is deleted
             saved = "no page was saved: run the same command again to start over"
-        click.echo(f"stopped at once; {saved}", err=True)
-        return 128 + (stopper.signal or signal.SIGINT)
+        terminal.echo(f"stopped at once; {saved}", err=True)
+        return 128 + stopper.signal
     except PipelineError as exc:
-        click.echo(f"error: {exc}", err=True)
+        terminal.error(str(exc))
+        return EXIT_FAILED
+    except Exception as exc:  # a bug, not an input: still one clear line
+        logging.getLogger(LOGGER_NAME).debug("unexpected error", exc_info=True)
+        terminal.error(
+            f"unexpected {type(exc).__name__}: {exc} (a bug: please report it; "
+            "--log-level DEBUG --no-progress shows where it happened)"
+        )
         return EXIT_FAILED
     finally:
         stopper.uninstall()
         logging.getLogger(LOGGER_NAME).removeHandler(handler)
-    print_summary(result)
+    print_summary(result, terminal.echo)
     return result.exit_code
 
 

@@ -1,20 +1,91 @@
-"""What ``customer-pipeline run`` shows and how it reacts: progress, log lines, signals, summary."""
+"""What the command shows and how it reacts: errors, progress, log lines, signals, summary."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypedDict
 
 import click
+from click.exceptions import NoArgsIsHelpError
 
 from .checkpoint import RunMode
-from .logs import LOGGER_NAME, RedactingFilter
+from .logs import LOGGER_NAME, RedactingFilter, Redactor
 from .pipeline import REPORTED, RunResult, run_pipeline
 from .settings import Settings
 from .stages import Progress
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+EXIT_SIGINT = 128 + signal.SIGINT
+
+
+class Commands(click.Group):
+    """click's group, with its own errors worded like ours: ``error: ...``, same exit codes."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except NoArgsIsHelpError as exc:
+            exc.show()  # the help itself, not an error
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            if exc.ctx is not None:
+                click.echo(exc.ctx.get_usage(), err=True)
+                click.echo(f"Try '{exc.ctx.command_path} --help' for help.\n", err=True)
+            Terminal().error(exc.format_message())
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            Terminal().error(exc.format_message())
+            sys.exit(exc.exit_code)
+        except click.Abort as exc:
+            # click turns a Ctrl-C during a command into Abort.
+            if isinstance(exc.__cause__, KeyboardInterrupt):
+                sys.exit(EXIT_SIGINT)
+            Terminal().error("aborted")
+            sys.exit(EXIT_FAILED)
+        sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+class Finite(click.FloatRange):
+    """A float range that refuses inf and nan too (click's own lets nan through)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+# pipeline.log's timestamps (ISO 8601), not rich's locale date.
+TIME_FORMAT = "[%Y-%m-%d %H:%M:%S]"
+
+
+class Terminal:
+    """Lines for the terminal, redacted as the log is: the key never reaches the screen."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self.redact = Redactor(secrets).redact
+
+    def error(self, message: str) -> None:
+        """Print ``error: message`` on stderr."""
+        click.echo(f"error: {self.redact(message)}", err=True)
+
+    def echo(self, message: str, *, err: bool = False) -> None:
+        """Print a line on stdout (or stderr)."""
+        click.echo(self.redact(message), err=err)
 
 
 class RunModes(TypedDict):
@@ -104,7 +175,9 @@ def stderr_logging(settings: Settings, console: Any | None) -> logging.Handler:
     if console is not None:
         from rich.logging import RichHandler
 
-        handler = RichHandler(console=console, show_path=False, level=logging.WARNING)
+        handler = RichHandler(
+            console=console, show_path=False, level=logging.WARNING, log_time_format=TIME_FORMAT
+        )
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -116,7 +189,7 @@ def stderr_logging(settings: Settings, console: Any | None) -> logging.Handler:
     return handler
 
 
-def print_summary(result: RunResult) -> None:
+def print_summary(result: RunResult, echo: Callable[[str], None] = click.echo) -> None:
     r = result.report
     bands = r["quality"]["bands"]
     api = r["api"]
@@ -141,4 +214,4 @@ def print_summary(result: RunResult) -> None:
                 else "Raise --max-pages and run the same command with --resume for the rest."
             )
         )
-    click.echo("\n".join(lines))
+    echo("\n".join(lines))

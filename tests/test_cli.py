@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -107,3 +108,196 @@ def test_unusable_output_folder_or_log_file_exits_2_naming_it(tmp_path: Path, fl
     assert result.exit_code == 2, result.output
     assert "cannot" in result.output and str(blocker) in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--rate-limit", "inf"], "rate_limit"),
+        (["--rate-limit", "1e-300"], "rate_limit"),
+        (["--timeout", "inf"], "timeout"),
+        (["--seed", str(2**64)], "seed"),
+        (["--max-pages", str(2**64)], "max_pages"),
+        (["--max-response-bytes", str(2**64)], "max_response_bytes"),
+        (["--base-url", "http://127.0.0.1:80a"], "base_url"),
+        (["--base-url", "http://127.0.0.1/?page=2"], "base_url"),
+    ],
+)
+def test_out_of_bounds_setting_exits_2_before_anything_is_written(
+    args: list[str], named: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["run", *args, "--output-dir", str(out)])
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: invalid {named} (--{named.replace('_', '-')} / ")
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_a_dotenv_that_is_not_utf8_exits_2(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes(b"CUSTOMER_PIPELINE_SEED=\xff\n")
+    result = CliRunner().invoke(main, ["run", "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: cannot read .env: ")
+    assert "(not UTF-8)" in result.output and "Traceback" not in result.output
+
+
+def test_a_bad_verify_tls_variable_names_the_insecure_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUSTOMER_PIPELINE_VERIFY_TLS", "perhaps")
+    result = CliRunner().invoke(main, ["run"])
+    assert result.exit_code == 2
+    assert "--insecure / CUSTOMER_PIPELINE_VERIFY_TLS" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--concurrenc", "3"], "error: No such option '--concurrenc'"),
+        (["run", "--concurrency", "many"], "error: Invalid value for '--concurrency'"),
+        (["fetch"], "error: No such command 'fetch'"),
+        (["simulate", "--failure-rate", "nan"], "error: Invalid value for '--failure-rate'"),
+        (["simulate", "--latency-ms", "inf"], "error: Invalid value for '--latency-ms'"),
+    ],
+)
+def test_usage_errors_are_lower_case_and_exit_2(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Error:" not in result.output and "Traceback" not in result.output
+    assert "--help" in result.output  # still says where the help is
+
+
+def test_simulate_on_a_busy_port_exits_2_naming_it() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(main, ["simulate", "--port", str(port)])
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: cannot listen on 127.0.0.1:{port}: ")
+    assert "--port" in result.output and "Traceback" not in result.output
+
+
+def test_an_unexpected_failure_is_one_error_line_and_exit_1(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from customer_pipeline import console
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(f"internal state lost near {SECRET_KEY}")
+
+    monkeypatch.setattr(console, "run_pipeline", broken)
+    result = CliRunner().invoke(
+        main, ["run", "--api-key", SECRET_KEY, "--output-dir", str(tmp_path), "--no-progress"]
+    )
+    assert result.exit_code == 1
+    assert result.output.startswith("error: unexpected RuntimeError: internal state lost near ***")
+    assert "Traceback" not in result.output and SECRET_KEY not in result.output
+
+
+def test_simulate_prints_the_run_command_that_matches_it(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "customer_pipeline", "simulate", "--port", "0", "--per-page",
+         "50", "--total", "120", "--failure-rate", "0", "--latency-ms", "0", "--api-key",
+         SECRET_KEY],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        url = proc.stdout.readline().strip()
+        banner = []
+        while len(banner) < 10 and "Ctrl-C" not in (banner or [""])[-1]:
+            banner.append(proc.stderr.readline())
+        command = next(line.strip() for line in banner if "customer-pipeline run" in line)
+        assert command == f"customer-pipeline run --base-url {url} --per-page 50"
+        assert any("CUSTOMER_PIPELINE_API_KEY" in line for line in banner)
+        assert not any(SECRET_KEY in line for line in banner)
+        env = {"CUSTOMER_PIPELINE_API_KEY": SECRET_KEY}
+        result = CliRunner(env=env).invoke(
+            main, [*command.split()[1:], "--output-dir", str(tmp_path), "--no-progress"]
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert result.exit_code == 0, result.output
+    report = orjson.loads((tmp_path / "summary_report.json").read_bytes())
+    assert report["api"]["requests"] == 3  # 120 users in 3 pages of 50, as served
+
+
+# Run the console script the way its launcher does (import the target, call it), with a
+# SIGINT sent by the process to itself at one point of start-up.
+INTERRUPTED_START = r"""
+import importlib, importlib.abc, os, signal, sys, tomllib
+
+where, *args = sys.argv[1:]
+kind, _, name = where.partition(":")
+
+
+def interrupt():
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+class Trap(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        if fullname == name:
+            sys.meta_path.remove(self)
+            interrupt()
+        return None
+
+
+def profile(frame, event, arg):
+    code = frame.f_code
+    if event == "call" and f"{code.co_filename}:{code.co_name}".endswith(name):
+        sys.setprofile(None)
+        interrupt()
+
+
+if kind == "import":
+    sys.meta_path.insert(0, Trap())
+with open("pyproject.toml", "rb") as f:
+    target = tomllib.load(f)["project"]["scripts"]["customer-pipeline"]
+module, _, attr = target.partition(":")
+sys.argv = ["customer-pipeline", *args]
+if kind == "call":
+    sys.setprofile(profile)
+sys.exit(getattr(importlib.import_module(module), attr)())
+"""
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "import:click",  # the first import of the command line
+        "import:aiohttp",  # the HTTP stack, deep in the package's imports
+        "call:settings.py:load_settings",
+        "call:cli.py:_run",  # the event loop runs, its signal handlers are not in place yet
+    ],
+)
+def test_ctrl_c_during_start_up_exits_130_quietly(where: str, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_START, where, "run", "--base-url",
+         "http://127.0.0.1:9", "--max-retries", "0", "--output-dir", str(tmp_path / "out"),
+         "--no-progress"],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    assert proc.returncode == 130, proc.stderr
+    assert "Traceback" not in proc.stderr and "Aborted" not in proc.stderr
+
+
+def test_log_lines_under_the_progress_bar_carry_iso_8601_times(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["run", "--insecure", "--base-url", f"http://127.0.0.1:{free_port()}", "--max-retries",
+         "0", "--output-dir", str(tmp_path), "--progress"],
+    )  # fmt: skip
+    lines = result.output.splitlines()
+    line = next(line for line in lines if line.rstrip().endswith("verification is OFF"))
+    assert re.search(r"\[\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\]", line), line
+    assert not re.search(r"\d{2}/\d{2}/\d{2}", result.output)
+
+
+def test_no_command_shows_the_help_not_an_error() -> None:
+    result = CliRunner().invoke(main, [])
+    assert result.exit_code == 2
+    assert result.output.startswith("Usage: ") and "Commands:" in result.output
+    assert "error:" not in result.output

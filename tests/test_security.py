@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import ssl
+import threading
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from click.testing import CliRunner
+from pydantic import SecretStr
 
 from customer_pipeline import ApiError, PipelineError, ReqresClient, run_pipeline
 from customer_pipeline.cli import main
@@ -114,3 +119,76 @@ async def test_distinctive_key_is_in_no_file_after_an_incomplete_run(
         assert SECRET_KEY.encode() not in path.read_bytes(), path
     if incomplete:
         assert any(".checkpoint" in p.name for p in files)
+
+
+@contextlib.contextmanager
+def redirecting_server(location: str) -> Iterator[str]:
+    """A loopback server answering every GET with a 302 to ``location``; stopped after."""
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.mark.parametrize("progress", ["--no-progress", "--progress"])
+def test_a_redirect_carrying_the_key_is_redacted_on_the_terminal(
+    tmp_path: Path, progress: str
+) -> None:
+    location = f"http://127.0.0.1:9/api/users?api_key={SECRET_KEY}"
+    with redirecting_server(location) as url:
+        result = CliRunner().invoke(
+            main,
+            ["run", "--base-url", url, "--api-key", SECRET_KEY, "--output-dir", str(tmp_path),
+             progress],
+        )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "error: HTTP 302 redirect" in result.output and "api_key=***" in result.output
+    assert SECRET_KEY not in result.output
+    assert SECRET_KEY not in (tmp_path / "pipeline.log").read_text()
+
+
+@pytest.mark.parametrize("ending", ["\r", "\n", "\r\n"])
+def test_a_key_with_a_line_ending_is_refused_before_any_request(
+    tmp_path: Path, ending: str
+) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["run", "--api-key", SECRET_KEY + ending, "--base-url", "http://127.0.0.1:9",
+         "--output-dir", str(tmp_path / "out")],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert result.output.startswith("error: invalid api_key")
+    assert "Windows line endings" in result.output
+    assert SECRET_KEY not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+async def test_a_key_that_bypassed_the_settings_stays_out_of_the_log_in_any_spelling(
+    simulator: Any, tmp_path: Path
+) -> None:
+    base, _ = await simulator()
+    # model_copy skips validation, as a caller building Settings by hand might.
+    settings = fast_settings(base_url=base, output_dir=tmp_path, max_retries=0).model_copy(
+        update={"api_key": SecretStr(SECRET_KEY + "\r")}
+    )
+    with pytest.raises(PipelineError):
+        await run_pipeline(settings)
+    log = (tmp_path / "pipeline.log").read_text()
+    assert "LocalProtocolError" in log  # h11 refused the header, quoting it as b'...\\r'
+    assert SECRET_KEY not in log
