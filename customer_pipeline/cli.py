@@ -281,7 +281,11 @@ Exit codes: 0 done, 1 failed, 2 bad usage or settings, 3 finished with failed pa
 @click.option(
     "--backoff-max", type=float, help="Longest backoff or Retry-After wait, seconds.  [default: 30]"
 )
-@click.option("--timeout", type=float, help="Connect/read timeout per request.  [default: 10]")
+@click.option(
+    "--timeout",
+    type=float,
+    help="Seconds one attempt may take, connect to last byte (and each read).  [default: 10]",
+)
 @click.option("--per-page", type=int, help="Records requested per page.  [default: 6]")
 @click.option("--max-pages", type=int, help="Never page past this.  [default: 100000]")
 @click.option(

@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     max_retries: int = Field(5, ge=0, le=100, description="retries per page before it fails")
     backoff_base: float = _seconds(1.0, "first backoff wait, seconds (doubles)")
     backoff_max: float = _seconds(30.0, "longest backoff or Retry-After wait, seconds")
-    timeout: float = _seconds(10.0, "connect/read timeout per request, seconds")
+    timeout: float = _seconds(10.0, "seconds one attempt may take, connect to last byte")
     per_page: int = Field(6, ge=1, le=10_000, description="records requested per page")
     max_pages: int = Field(
         100_000, ge=1, le=MAX_PAGES, description="never page past this (guards a bogus total)"
