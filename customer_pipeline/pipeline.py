@@ -1,4 +1,9 @@
-"""Wires the stages into a run: ``run_pipeline`` for the export, ``stream_customers`` to embed."""
+"""Wires the stages into a run: ``run_pipeline`` for the export, ``stream_customers`` to embed.
+
+A run is one chain: fetch -> validate and score -> enrich -> dedup spool -> the spool's
+winners, by customer id, in batches -> sinks. Its sinks write the outputs (see
+``sinks``).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from typing import Any
 import anyio
 import httpx
 
+from . import sinks
 from ._version import __version__
 from .checkpoint import Checkpoint, RunMode, check_mode
 from .client import ReqresClient
@@ -24,6 +30,8 @@ from .paging import Page, StopSignal
 from .report import business_summary, export_metadata, quality_summary, utc_now
 from .rules import Rejected, process
 from .settings import Settings
+from .sinks import RunMetadata, Sink, abort_all, batches, commit_all
+from .sinks.json_document import CUSTOMERS_FILE
 from .stages import (
     Batch,
     ProgressCallback,
@@ -91,7 +99,7 @@ async def run_pipeline(
     with (
         run_logging(settings.log_path, settings.log_level, [secret]),
         _reported(),
-        exclusive_folder(settings.output_dir),
+        exclusive_folder(settings.output_dir, sinks.output_files()),
     ):
         checkpoint = Checkpoint.open(settings, mode)
         result: RunResult | None = None
@@ -211,9 +219,12 @@ async def _run(
         settings.transport,
     )
     counters = StageCounters()
-    outputs = RunOutputs(out)
+    outputs = RunOutputs(out, sinks.output_files())
+    chosen = sinks.create(_sink_targets(settings), outputs, settings)
     spool = SortedSpool(out)
     try:
+        for sink in chosen:  # before the first request: a sink that cannot work fails fast
+            await sink.open()
         async with ReqresClient(settings, http=http) as client:
             await _stages(settings, client, checkpoint, counters, outputs.rejected, spool,
                           on_progress, stop)  # fmt: skip
@@ -232,22 +243,21 @@ async def _run(
         complete = not reasons
         for reason in reasons:
             log.warning("incomplete: %s", reason)
-        quality: dict[str, Any] = {}
-
-        def metadata() -> dict[str, Any]:
-            quality.update(quality_summary(spool.code_counts))
-            return export_metadata(
-                total_customers=spool.unique,
-                bands=quality["bands"],
-                complete=complete,
-                failed_pages=failed_pages,
-                incomplete_reasons=reasons,
-                source=settings.base_url,
-                seed=settings.seed,
-            )
-
-        customers_path = outputs.write_customers(spool.winners(), metadata)
+        for batch in batches(spool.winners()):
+            for sink in chosen:
+                await sink.write(batch)
+        quality = quality_summary(spool.code_counts)
+        export = export_metadata(
+            total_customers=spool.unique,
+            bands=quality["bands"],
+            complete=complete,
+            failed_pages=failed_pages,
+            incomplete_reasons=reasons,
+            source=settings.base_url,
+            seed=settings.seed,
+        )
     except BaseException:
+        await abort_all(chosen)
         outputs.abort()
         raise
     finally:
@@ -289,7 +299,7 @@ async def _run(
         },
     }
     report_path = out / REPORT_FILE
-    rejected_path = outputs.commit(report)
+    rejected_path = await _commit(chosen, outputs, RunMetadata(export, report))
     log.info(
         "run %s: %d customers (high %d, medium %d, low %d), %d duplicates removed, "
         "%d rejected, %d requests, %d retries, %.2fs",
@@ -311,12 +321,26 @@ async def _run(
         customers=spool.unique,
         duplicates_removed=spool.duplicates,
         rejected=counters.rejected,
-        customers_path=customers_path,
+        customers_path=out / CUSTOMERS_FILE,
         report_path=report_path,
         rejected_path=rejected_path,
         log_path=settings.log_path,
         report=report,
     )
+
+
+def _sink_targets(settings: Settings) -> list[str]:
+    """The run's sinks: format names and database URLs (settings will choose them)."""
+    return ["json"]
+
+
+async def _commit(chosen: list[Sink], outputs: RunOutputs, metadata: RunMetadata) -> Path | None:
+    """Commit the sinks, then publish the folder's set; returns the rejects file, if any."""
+    try:
+        return await commit_all(chosen, metadata, lambda: outputs.commit(metadata.report))
+    except BaseException:
+        outputs.abort()
+        raise
 
 
 async def stream_customers(
