@@ -1,5 +1,7 @@
 """customer-pipeline: fetch reqres-style customers concurrently, score, enrich, export JSON."""
 
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
 from .checkpoint import RunMode
 from .client import ApiStats, ReqresClient
@@ -11,6 +13,7 @@ from .errors import (
     CheckpointError,
     ConfigError,
     FolderInUseError,
+    IncompleteError,
     Interrupted,
     InvalidBodyError,
     OutputError,
@@ -26,6 +29,9 @@ from .pipeline import RunResult, run_pipeline, stream_customers
 from .settings import Settings, load_settings
 from .stages import Progress
 
+if TYPE_CHECKING:
+    from .models import Customer
+
 __all__ = [
     "ApiError",
     "ApiStats",
@@ -34,7 +40,9 @@ __all__ = [
     "BadRequestError",
     "CheckpointError",
     "ConfigError",
+    "Customer",
     "FolderInUseError",
+    "IncompleteError",
     "Interrupted",
     "InvalidBodyError",
     "OutputError",
@@ -55,3 +63,12 @@ __all__ = [
     "run_pipeline",
     "stream_customers",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``Customer`` on first use: the pydantic models cost start-up time runs do not need."""
+    if name == "Customer":
+        from .models import Customer
+
+        return Customer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
