@@ -4,15 +4,15 @@ A sink is ``open`` / ``write(batch)`` / ``commit(metadata)`` / ``abort``:
 
 - ``open`` runs before the first request, so a sink that cannot work (a library missing,
   a database unreachable) fails the run before anything is fetched. Heavy or optional
-  libraries are imported there, never at module level: every registered sink's module is
-  imported by every run (see ``registry``).
+  libraries are imported there, never at module level: every run imports each registered
+  format's module to learn its files (see ``sinks.FORMATS``).
 - ``write`` gets the customers in ``customer_id`` order, a CustomerBatch at a time, as they
   stream out of the dedup spool; the whole set is never in memory. Nothing written is
   visible yet: a file sink writes to a scratch file, a database sink into an open
   transaction.
 - ``commit`` makes it all visible at once, or raises and leaves what was there.
 - ``abort`` drops what was written and leaves what was there; it is called whenever the run
-  does not reach the sink's commit (a failed page stage, another sink's failure, a signal),
+  does not reach the sink's commit (a failed stage, another sink's failure, a signal),
   and must be harmless after a commit or a failed commit.
 
 Commit across several sinks (``commit_all``) never leaves a destination half written:
@@ -24,7 +24,8 @@ Commit across several sinks (``commit_all``) never leaves a destination half wri
    summary report last (see ``writer``).
 
 Any failure aborts every sink that has not committed: staged files are dropped, open
-transactions rolled back, and the output folder keeps the last run's set. A database that
+transactions rolled back, and the output folder keeps the last run's set (only a rename
+failing halfway through step 3 empties the set instead of mixing two runs). A database that
 already committed stays committed (a committed transaction cannot be taken back); it holds
 this run's customers whole, never part of them. The run then fails and its error names the
 sinks that did commit; the checkpoint is kept, so running again with ``--resume`` writes the
