@@ -12,6 +12,7 @@ from .errors import (
     CheckpointError,
     ConfigError,
     FolderInUseError,
+    IncompleteError,
     Interrupted,
     InvalidBodyError,
     OutputError,
@@ -26,6 +27,7 @@ from .errors import (
 if TYPE_CHECKING:
     from .checkpoint import RunMode
     from .client import ApiStats, ReqresClient
+    from .models import Customer
     from .paging import Page
     from .pipeline import RunResult, run_pipeline, stream_customers
     from .settings import Settings, load_settings
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 # HTTP stack loads, so its entry point can catch a Ctrl-C that comes during start-up.
 _HOMES = {
     "ApiStats": "client",
+    "Customer": "models",
     "Page": "paging",
     "Progress": "stages",
     "ReqresClient": "client",
@@ -54,7 +57,9 @@ __all__ = [
     "BadRequestError",
     "CheckpointError",
     "ConfigError",
+    "Customer",
     "FolderInUseError",
+    "IncompleteError",
     "Interrupted",
     "InvalidBodyError",
     "OutputError",

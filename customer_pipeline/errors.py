@@ -12,6 +12,7 @@
     │   └── ResponseTooLargeError the body exceeds ``max_response_bytes``
     ├── PageFetchError           a page still failed after every retry (page, cause)
     │   └── ApiUnreachableError  page 1 failed: nothing can be fetched (url)
+    ├── IncompleteError          a stream ended without every page (reasons: max_pages)
     ├── CheckpointError          an unfinished run is in the way, resuming would change it,
     │                            or the checkpoint is unreadable
     ├── Interrupted              stopped on request (SIGINT/SIGTERM); the checkpoint is kept
@@ -85,6 +86,14 @@ class PageFetchError(PipelineError):
 
 class ApiUnreachableError(PageFetchError):
     """The first page could not be fetched, so nothing can be."""
+
+
+class IncompleteError(PipelineError):
+    """The pages fetched may not be all of them (``reasons``), though none failed."""
+
+    def __init__(self, message: str, *, reasons: list[str]) -> None:
+        super().__init__(message)
+        self.reasons = reasons
 
 
 class CheckpointError(PipelineError):

@@ -1,10 +1,17 @@
-"""Wires the stages into a run: ``run_pipeline`` for the export, ``stream_customers`` to embed."""
+"""Wires the stages into a run: ``run_pipeline`` for the export, ``stream_customers`` to embed.
+
+Both are one chain: fetch -> validate and score -> enrich -> dedup spool -> the spool's
+winners, by customer id, in batches -> sinks. ``run_pipeline``'s sinks write the outputs
+(see ``sinks``); ``stream_customers`` is the chain with a sink that yields.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -14,16 +21,18 @@ from typing import Any
 import anyio
 import httpx
 
+from . import sinks
 from ._version import __version__
 from .checkpoint import Checkpoint, RunMode, check_mode
 from .client import ReqresClient
 from .dedup import SortedSpool
-from .errors import Interrupted, OutputError, PageFetchError, PipelineError
+from .errors import IncompleteError, Interrupted, OutputError, PageFetchError, PipelineError
 from .logs import run_logging
 from .paging import Page, StopSignal
 from .report import business_summary, export_metadata, quality_summary, utc_now
-from .rules import Rejected, process
 from .settings import Settings
+from .sinks import RunMetadata, Sink, abort_all, batches, commit_all
+from .sinks.json_document import CUSTOMERS_FILE
 from .stages import (
     Batch,
     ProgressCallback,
@@ -91,7 +100,7 @@ async def run_pipeline(
     with (
         run_logging(settings.log_path, settings.log_level, [secret]),
         _reported(),
-        exclusive_folder(settings.output_dir),
+        exclusive_folder(settings.output_dir, sinks.output_files()),
     ):
         checkpoint = Checkpoint.open(settings, mode)
         result: RunResult | None = None
@@ -139,7 +148,7 @@ def _reported() -> Iterator[None]:
 async def _stages(
     settings: Settings,
     client: ReqresClient,
-    checkpoint: Checkpoint,
+    checkpoint: Checkpoint | None,
     counters: StageCounters,
     rejected: RejectedWriter,
     spool: SortedSpool,
@@ -158,7 +167,10 @@ async def _stages(
         finished.set()
 
     try:
-        async with checkpoint.committing(), anyio.create_task_group() as group:
+        async with (
+            checkpoint.committing() if checkpoint is not None else contextlib.nullcontext(),
+            anyio.create_task_group() as group,
+        ):
             group.start_soon(fetch_stage, client, pages_tx, counters, on_progress, checkpoint, stop)
             group.start_soon(validate_stage, pages_rx, scored_tx, rejected, counters)
             group.start_soon(enrich_stage, scored_rx, enriched_tx, settings.seed, counters)
@@ -211,9 +223,12 @@ async def _run(
         settings.transport,
     )
     counters = StageCounters()
-    outputs = RunOutputs(out)
+    outputs = RunOutputs(out, sinks.output_files())
+    chosen = sinks.create(_sink_targets(settings), outputs, settings)
     spool = SortedSpool(out)
     try:
+        for sink in chosen:  # before the first request: a sink that cannot work fails fast
+            await sink.open()
         async with ReqresClient(settings, http=http) as client:
             await _stages(settings, client, checkpoint, counters, outputs.rejected, spool,
                           on_progress, stop)  # fmt: skip
@@ -232,22 +247,21 @@ async def _run(
         complete = not reasons
         for reason in reasons:
             log.warning("incomplete: %s", reason)
-        quality: dict[str, Any] = {}
-
-        def metadata() -> dict[str, Any]:
-            quality.update(quality_summary(spool.code_counts))
-            return export_metadata(
-                total_customers=spool.unique,
-                bands=quality["bands"],
-                complete=complete,
-                failed_pages=failed_pages,
-                incomplete_reasons=reasons,
-                source=settings.base_url,
-                seed=settings.seed,
-            )
-
-        customers_path = outputs.write_customers(spool.winners(), metadata)
+        for batch in batches(spool.winners()):
+            for sink in chosen:
+                await sink.write(batch)
+        quality = quality_summary(spool.code_counts)
+        export = export_metadata(
+            total_customers=spool.unique,
+            bands=quality["bands"],
+            complete=complete,
+            failed_pages=failed_pages,
+            incomplete_reasons=reasons,
+            source=settings.base_url,
+            seed=settings.seed,
+        )
     except BaseException:
+        await abort_all(chosen)
         outputs.abort()
         raise
     finally:
@@ -289,7 +303,7 @@ async def _run(
         },
     }
     report_path = out / REPORT_FILE
-    rejected_path = outputs.commit(report)
+    rejected_path = await _commit(chosen, outputs, RunMetadata(export, report))
     log.info(
         "run %s: %d customers (high %d, medium %d, low %d), %d duplicates removed, "
         "%d rejected, %d requests, %d retries, %.2fs",
@@ -311,7 +325,7 @@ async def _run(
         customers=spool.unique,
         duplicates_removed=spool.duplicates,
         rejected=counters.rejected,
-        customers_path=customers_path,
+        customers_path=out / CUSTOMERS_FILE,
         report_path=report_path,
         rejected_path=rejected_path,
         log_path=settings.log_path,
@@ -319,34 +333,73 @@ async def _run(
     )
 
 
+def _sink_targets(settings: Settings) -> list[str]:
+    """The run's sinks: format names and database URLs (settings will choose them)."""
+    return ["json"]
+
+
+async def _commit(chosen: list[Sink], outputs: RunOutputs, metadata: RunMetadata) -> Path | None:
+    """Commit the sinks, then publish the folder's set; returns the rejects file, if any."""
+    try:
+        return await commit_all(chosen, metadata, lambda: outputs.commit(metadata.report))
+    except BaseException:
+        outputs.abort()
+        raise
+
+
 async def stream_customers(
     settings: Settings, *, http: httpx.AsyncClient | None = None
 ) -> AsyncIterator[dict[str, Any]]:
-    """Processed customers as they are produced, page by page, with no files written.
+    """The customers ``run_pipeline`` would export, by customer_id, each once; no files written.
 
-    Not deduplicated: a customer that appears on two pages is yielded twice (keep the highest
-    ``data_quality_score``, as run_pipeline does). Rejected records are skipped and logged.
-    If some pages failed after every retry, a PageFetchError naming them is raised once
-    every other customer has been yielded, so nothing goes missing silently.
+    The same chain as run_pipeline, checkpoint-free, with a sink that yields: deduplicated
+    by the same rule (the best copy of each customer), so the first customer comes once the
+    last page is in, and memory stays small whatever the count (the spool's scratch files
+    are in the temp folder, unlinked). Rejected records are logged with their page,
+    position, id and reason. An incomplete run raises after the last customer:
+    PageFetchError when pages failed after every retry, else IncompleteError (max_pages).
+    Cancelling it while it fetches stops the fetching. A loop left early keeps the scratch
+    files open until the generator is closed, which Python does only when it is collected:
+    ``async with contextlib.aclosing(stream_customers(settings)) as customers`` closes it.
     """
-    async with ReqresClient(settings, http=http) as client:
-        async for page in client.iter_pages():
-            for position, raw in enumerate(page.records):
-                try:
-                    customer = process(raw, settings.seed)
-                except Rejected as exc:
-                    log.warning("page %d record %d rejected: %s", page.number, position, exc)
-                    continue
+    counters = StageCounters()
+    spool = SortedSpool(Path(tempfile.gettempdir()))
+    try:
+        async with ReqresClient(settings, http=http) as client:
+            await _stages(settings, client, None, counters, _LoggedRejects(), spool, None, None)
+        for batch in batches(spool.winners()):
+            for customer in batch.records():
                 yield customer
-        if client.failed_pages:
-            failed = sorted(client.failed_pages)
-            first = client.failed_pages[failed[0]]
-            raise PageFetchError(
-                f"{len(failed)} page(s) failed after every retry: {failed}; first: {first}",
-                page=failed[0],
-                url=first.url,
-                cause=first.cause,
-            )
+    finally:
+        spool.close()
+    failed = sorted(client.failed_pages)
+    reasons = client.incomplete_reasons()
+    if failed:
+        first = client.failed_pages[failed[0]]
+        raise PageFetchError(
+            f"incomplete: {'; '.join(reasons)}; first failure: {first}",
+            page=failed[0],
+            url=first.url,
+            cause=first.cause,
+        )
+    if reasons:
+        raise IncompleteError(f"incomplete: {'; '.join(reasons)}", reasons=reasons)
+
+
+class _LoggedRejects(RejectedWriter):
+    """Rejected records logged (page, position, id as sent, reason), not written to a file."""
+
+    def __init__(self) -> None:
+        super().__init__(Path(os.devnull))  # never opened: write() is all it does
+
+    def write(self, page: int, position: int, reason: str, record: Any) -> None:
+        """Log one rejected record."""
+        shown = ""
+        if isinstance(record, dict) and "id" in record:
+            ident = repr(record["id"])
+            shown = f" (id {ident if len(ident) <= 60 else ident[:57] + '...'})"
+        log.warning("page %d record %d%s rejected: %s", page, position, shown, reason)
+        self.count += 1
 
 
 def _first_error(group: BaseExceptionGroup[Any]) -> BaseException:

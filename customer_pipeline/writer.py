@@ -1,20 +1,19 @@
-"""Output files, each written whole or not at all (temp file in the same folder + rename).
+"""The output folder's files, each written whole or not at all (temp file + rename).
 
-A run owns three files in its folder (the customers, the report, the rejects); RunOutputs
-publishes them as one set, so the folder never mixes files of two runs.
+A run owns a set of files in its folder: what its sinks write (see ``sinks``), the rejects
+and the report. RunOutputs stages them and publishes them as one set, so the folder never
+mixes files of two runs; ``exclusive_folder`` holds the folder for one run at a time.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import math
 import os
-import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,11 +24,8 @@ from .errors import ConfigError, FolderInUseError, OutputError
 if sys.platform != "win32":
     import fcntl
 
-CUSTOMERS_FILE = "processed_customers.json"
 REPORT_FILE = "summary_report.json"
 REJECTED_FILE = "rejected_records.jsonl"
-# Published in this order: the report last, as it describes the other two.
-OUTPUT_FILES = (REJECTED_FILE, CUSTOMERS_FILE, REPORT_FILE)
 LEGACY_LOCK_FILE = ".lock"  # what earlier versions locked, and left in every folder
 _BUFFER = 1 << 20
 
@@ -67,14 +63,23 @@ def staged(path: Path) -> Path:
     return path.with_name(f".{path.name}.staged")
 
 
-def write_json(path: Path, document: Any, *, stage: bool = False) -> None:
-    """Write one JSON document atomically, indented for people (to staged(path) if ``stage``)."""
+def write_json(path: Path, document: Any) -> None:
+    """Write one JSON document atomically, indented for people."""
     try:
-        with atomic_file(staged(path) if stage else path) as handle:
-            handle.write(orjson.dumps(document, option=orjson.OPT_INDENT_2))
-            handle.write(b"\n")
+        with atomic_file(path) as handle:
+            _dump_indented(handle, document)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _dump_indented(handle: IO[bytes], document: Any) -> None:
+    handle.write(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+    handle.write(b"\n")
+
+
+def run_files(files: Iterable[str]) -> tuple[str, ...]:
+    """Every file of a run's set, in publishing order: the report last, as it describes the rest."""
+    return (REJECTED_FILE, *files, REPORT_FILE)
 
 
 class RejectedWriter:
@@ -162,111 +167,70 @@ class _Text(str):
     __slots__ = ()
 
 
-def write_customers(
-    path: Path,
-    customers: Iterable[bytes],
-    metadata: Callable[[], dict[str, Any]],
-    *,
-    stage: bool = False,
-) -> None:
-    """``{"metadata": ..., "customers": [...]}`` with one customer (JSON bytes) per line.
-
-    ``metadata`` is called once every customer has been consumed, so it can carry counts
-    only known then; the customers go to a scratch file first and are copied in after it.
-    With ``stage`` the file goes to staged(path), for RunOutputs to publish.
-    """
-    try:
-        with tempfile.TemporaryFile(dir=path.parent) as body:
-            separator = b"\n"
-            while chunk := list(itertools.islice(customers, 4096)):
-                body.write(separator)
-                body.write(b",\n".join(chunk))
-                separator = b",\n"
-            body.seek(0)
-            with atomic_file(staged(path) if stage else path) as handle:
-                handle.write(b'{\n"metadata": ')
-                handle.write(orjson.dumps(metadata(), option=orjson.OPT_INDENT_2))
-                handle.write(b',\n"customers": [')
-                _copy(body, handle)
-                handle.write(b"\n]\n}\n")
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-
-
-def _copy(source: IO[bytes], target: IO[bytes]) -> None:
-    """Append all of ``source`` to ``target``, in the kernel where it can."""
-    source.flush()
-    target.flush()
-    start = target.seek(0, os.SEEK_END)
-    size = os.fstat(source.fileno()).st_size
-    try:
-        copied = 0
-        while copied < size:
-            done = os.copy_file_range(source.fileno(), target.fileno(), size - copied, copied)
-            if done == 0:
-                raise OSError("copy_file_range made no progress")
-            copied += done
-        target.seek(0, os.SEEK_END)
-        return
-    except (AttributeError, OSError):  # no copy_file_range here, or not for these files
-        target.truncate(start)
-        target.seek(start)
-    source.seek(0)
-    shutil.copyfileobj(source, target, _BUFFER)
-
-
 class RunOutputs:
     """The files one run owns in its folder, published together on commit.
 
-    Each is first written whole under its staged name; ``commit`` renames them into place
-    and removes the rejects file of an earlier run when this one rejected nothing. A run that
-    fails or is interrupted before its commit leaves the last committed set as it was.
+    ``files`` names what the sinks may write, whether or not this run writes them. Each file
+    is first written whole under its staged name; ``commit`` renames the staged ones into
+    place, the report last, and removes the ones this run did not write (an earlier run's
+    rejects or another format's file), so the folder holds one run's set. A run that fails
+    or is interrupted before its commit leaves the last committed set as it was.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, files: Iterable[str] = ()) -> None:
         self.folder = folder
+        self.names = run_files(files)
         self.rejected = RejectedWriter(staged(folder / REJECTED_FILE))
+        self._staged: set[str] = set()
 
-    def write_customers(
-        self, customers: Iterable[bytes], metadata: Callable[[], dict[str, Any]]
-    ) -> Path:
-        """Stage the export; returns the path it will have once committed."""
-        path = self.folder / CUSTOMERS_FILE
-        write_customers(path, customers, metadata, stage=True)
-        return path
+    @contextlib.contextmanager
+    def staging(self, name: str) -> Iterator[IO[bytes]]:
+        """A binary file that joins the set under ``name`` if the block finishes."""
+        if name not in self.names:
+            raise ValueError(f"{name} is not one of this run's files {self.names}")
+        path = self.folder / name
+        try:
+            with atomic_file(staged(path)) as handle:
+                yield handle
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        self._staged.add(name)
 
     def commit(self, report: dict[str, Any]) -> Path | None:
         """Stage the report, then publish the set; returns the rejects file's path or None."""
         try:
-            write_json(self.folder / REPORT_FILE, report, stage=True)
-            any_rejected = self.rejected.commit() is not None
-            self._publish(any_rejected)
+            with self.staging(REPORT_FILE) as handle:
+                _dump_indented(handle, report)
+            if self.rejected.commit() is not None:
+                self._staged.add(REJECTED_FILE)
+            self._publish()
         except BaseException:
             self.abort()
             raise
-        return self.folder / REJECTED_FILE if any_rejected else None
+        return self.folder / REJECTED_FILE if REJECTED_FILE in self._staged else None
 
     def abort(self) -> None:
         """Drop whatever is staged; the folder keeps the last committed set."""
         self.rejected.abort()
-        for name in OUTPUT_FILES:
+        self._staged.clear()
+        for name in self.names:
             with contextlib.suppress(OSError):
                 staged(self.folder / name).unlink()
 
-    def _publish(self, any_rejected: bool) -> None:
+    def _publish(self) -> None:
         touched = False
-        for name in OUTPUT_FILES:
+        for name in self.names:
             path = self.folder / name
             try:
-                if name == REJECTED_FILE and not any_rejected:
-                    with contextlib.suppress(FileNotFoundError):
-                        path.unlink()  # an earlier run's: this report says 0 rejected
-                else:
+                if name in self._staged:
                     os.replace(staged(path), path)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()  # an earlier run's: this run's report does not cover it
             except OSError as exc:
                 note = ""
                 if touched:  # half the set is already this run's: drop the rest of the old
-                    for other in OUTPUT_FILES:
+                    for other in self.names:
                         with contextlib.suppress(OSError):
                             (self.folder / other).unlink()
                     note = "; the folder's other output files were removed, not left mixed"
@@ -289,11 +253,12 @@ def _sync_folder(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def exclusive_folder(folder: Path) -> Iterator[None]:
+def exclusive_folder(folder: Path, files: Iterable[str] = ()) -> Iterator[None]:
     """Hold the output folder for one run; a second run on it gets a clear FolderInUseError.
 
     The lock is taken on the folder itself, so no lock file is left behind. Also removes what
-    a killed run left: its temp and staged files (never the real outputs).
+    a killed run left: the temp and staged files of a run's set (``run_files(files)``), never
+    the real outputs.
     """
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -304,7 +269,7 @@ def exclusive_folder(folder: Path) -> Iterator[None]:
             "(--output-dir / CUSTOMER_PIPELINE_OUTPUT_DIR)"
         ) from None
     try:
-        _sweep(folder)
+        _sweep(folder, run_files(files))
         yield
     finally:
         if held is not None:
@@ -358,7 +323,7 @@ def _lock_file(path: Path, flags: int, folder: Path) -> int:
     return fd
 
 
-def _sweep(folder: Path) -> None:
+def _sweep(folder: Path, names: tuple[str, ...]) -> None:
     """Remove the temp and staged output files a killed run left behind."""
     with contextlib.suppress(OSError), os.scandir(folder) as entries:  # best effort
         for entry in entries:
@@ -366,7 +331,7 @@ def _sweep(folder: Path) -> None:
             if (
                 entry.name.startswith(".")
                 and bare.endswith((".tmp", ".staged"))
-                and any(bare.startswith(f"{name}.") for name in OUTPUT_FILES)
+                and any(bare.startswith(f"{name}.") for name in names)
             ):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)

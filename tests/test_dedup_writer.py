@@ -106,8 +106,10 @@ def test_rejected_writer_publishes_only_on_commit(tmp_path: Path) -> None:
 
 def test_run_outputs_publish_the_set_on_commit_and_nothing_before(tmp_path: Path) -> None:
     names = ["processed_customers.json", "rejected_records.jsonl", "summary_report.json"]
-    for outputs, publish in [(RunOutputs(tmp_path), False), (RunOutputs(tmp_path), True)]:
-        outputs.write_customers(iter([b'{"customer_id":1}']), lambda: {"total_customers": 1})
+    runs = [RunOutputs(tmp_path, [names[0]]) for _ in range(2)]
+    for outputs, publish in zip(runs, [False, True], strict=True):
+        with outputs.staging(names[0]) as handle:
+            handle.write(b'{"customers": [{"customer_id": 1}]}')
         outputs.rejected.write(1, 0, "id missing", {})
         assert [p.name for p in tmp_path.iterdir() if p.name in names] == []
         if publish:

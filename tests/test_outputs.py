@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from customer_pipeline import FolderInUseError, Interrupted, OutputError, run_pipeline
 from customer_pipeline.console import print_summary
 from customer_pipeline.models import ExportDocument, QualitySummary
+from customer_pipeline.sinks import output_files
 from customer_pipeline.writer import exclusive_folder
 
 from .conftest import BASE_URL, fast_settings
@@ -192,7 +193,7 @@ def test_files_a_killed_run_left_are_removed_and_nothing_else(tmp_path: Path) ->
     kept = [".gitkeep", ".checkpoint.sqlite3", "processed_customers.json", "notes.tmp"]
     for name in left + kept:
         (tmp_path / name).touch()
-    with exclusive_folder(tmp_path):
+    with exclusive_folder(tmp_path, output_files()):
         pass
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 
 import customer_pipeline
 from customer_pipeline import errors
 
 PUBLIC = [
     "ApiError", "ApiStats", "ApiUnreachableError", "AuthError", "BadRequestError",
-    "CheckpointError", "ConfigError", "FolderInUseError", "Interrupted", "InvalidBodyError",
-    "OutputError", "Page", "PageFetchError", "PageNotFoundError", "PipelineError", "Progress",
-    "RateLimitedError", "ReqresClient", "ResponseTooLargeError", "RetryableError", "RunMode",
-    "RunResult", "Settings", "__version__", "load_settings", "run_pipeline", "stream_customers",
+    "CheckpointError", "ConfigError", "Customer", "FolderInUseError", "IncompleteError",
+    "Interrupted", "InvalidBodyError", "OutputError", "Page", "PageFetchError",
+    "PageNotFoundError", "PipelineError", "Progress", "RateLimitedError", "ReqresClient",
+    "ResponseTooLargeError", "RetryableError", "RunMode", "RunResult", "Settings", "__version__",
+    "load_settings", "run_pipeline", "stream_customers",
 ]  # fmt: skip
 
 
@@ -36,3 +39,13 @@ def test_entry_points_are_async() -> None:
     assert inspect.iscoroutinefunction(customer_pipeline.run_pipeline)
     assert inspect.isasyncgenfunction(customer_pipeline.stream_customers)
     assert inspect.isasyncgenfunction(customer_pipeline.ReqresClient.iter_pages)
+
+
+def test_customer_is_the_export_model_and_costs_no_start_up_until_used() -> None:
+    from customer_pipeline.models import Customer
+
+    assert customer_pipeline.Customer is Customer
+    code = "import sys, customer_pipeline; print('customer_pipeline.models' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60).stdout.strip()  # fmt: skip
+    assert loaded == "False"
