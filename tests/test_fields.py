@@ -27,10 +27,10 @@ from customer_pipeline.report import business_summary, quality_summary
 from customer_pipeline.rules import RULES, RecordRules, Rejected, parse_id
 
 
-def is_phone(value: str) -> bool:
-    """7 to 15 digits, spaces allowed, an optional leading +."""
+def phone_digits(value: str) -> str:
+    """The digits of a phone number (7 to 15, spaces and a leading + allowed); "" if invalid."""
     digits = value.removeprefix("+").replace(" ", "")
-    return digits.isascii() and digits.isdigit() and 7 <= len(digits) <= 15
+    return digits if digits.isascii() and digits.isdigit() and 7 <= len(digits) <= 15 else ""
 
 
 def table_with(**changes: Any) -> FieldTable:
@@ -46,8 +46,8 @@ def table_with(**changes: Any) -> FieldTable:
 
 
 WITH_PHONE = table_with(
-    rules=(*FIELD_TABLE.rules, RuleField("phone", check=is_phone)),
-    columns=(*FIELD_TABLE.columns, "phone"),
+    rules=(*FIELD_TABLE.rules, RuleField("phone", check=phone_digits, keep_as="phone_digits")),
+    columns=(*FIELD_TABLE.columns, "phone", "phone_digits"),
 )
 REGION = BusinessField(
     "region", ("north", "south", "east", "west", "central"), (0.30, 0.25, 0.20, 0.15, 0.10)
@@ -136,11 +136,12 @@ def test_a_fifth_rule_field_is_scored_packed_and_reported() -> None:
     assert report["issues_per_field"]["phone"]["missing"] > 300
     assert report["issues_per_field"]["phone"]["invalid"] > 300
     worst = RecordRules(WITH_PHONE).process({"id": 1, **BAD}, seed=1)
-    assert worst["quality_issues"][-1] == "phone:invalid"
+    assert worst["quality_issues"][-1] == "phone:invalid" and worst["phone_digits"] is None
     assert worst["data_quality_score"] == WITH_PHONE.min_score == 50
     assert report["min_score"] == 50 and report["bands"]["low_quality"] > 0
     good = RecordRules(WITH_PHONE).process({"id": 2, **GOOD, "phone": " 555 0100 99 "}, seed=1)
-    assert good["phone"] == "555 0100 99" and good["data_quality_score"] == 100
+    assert good["phone"] == "555 0100 99" and good["phone_digits"] == "555010099"
+    assert good["data_quality_score"] == 100
 
 
 def test_a_business_field_with_five_values_is_drawn_packed_and_reported() -> None:
@@ -149,6 +150,10 @@ def test_a_business_field_with_five_values_is_drawn_packed_and_reported() -> Non
     counts = Counter(c["region"] for c in customers)
     for value, share in zip(REGION.values, REGION.shares, strict=True):
         assert counts[value] / len(customers) == pytest.approx(share, abs=0.01), value
+    # Independent of the other fields: the shares hold among the highly engaged too.
+    engaged = [c["region"] for c in customers if c["engagement_level"] == "high"]
+    for value, share in zip(REGION.values, REGION.shares, strict=True):
+        assert engaged.count(value) / len(engaged) == pytest.approx(share, abs=0.02), value
     # A new field draws from a further mix: the five fields before it keep their values.
     before = RULES.business_fields
     after = RecordRules(WITH_REGION).business_fields
