@@ -15,68 +15,94 @@ import heapq
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Final
 
-from .rules import BUSINESS_FIELDS, FIELDS
+from .fields import FIELD_TABLE, ISSUE_KINDS, FieldTable, compile_function
 
 RUN_BYTES: Final = 16 << 20
-# id (20 digits) | 100 - score (3) | page (10) | position (7) | summary code (5 hex) | tab
-_KEY: Final = b"%020d%03d%010d%07d%05x\t"
+CODE_DIGITS: Final = 5
+CODE_BITS: Final = 4 * CODE_DIGITS  # what the key's hex digits hold
+# id (20 digits) | 100 - score (3) | page (10) | position (7) | summary code (hex) | tab
+_KEY: Final = b"%020d%03d%010d%07d%0" + str(CODE_DIGITS).encode() + b"x\t"
 _ID_END: Final = 20
-_CODE_AT: Final = slice(40, 45)
-_KEY_LEN: Final = 46
+_CODE_AT: Final = slice(40, 40 + CODE_DIGITS)
+_KEY_LEN: Final = 40 + CODE_DIGITS + 1
 _MAX_PAGE: Final = 10**10 - 1
 _MAX_POSITION: Final = 10**7 - 1
 
-_ISSUE_CODES: Final = {"missing": 1, "invalid": 2}
-_ISSUE_NAMES: Final = {1: "missing", 2: "invalid"}
-# Bits per business field, in BUSINESS_FIELDS order: 2, 1, 2, 2, 2 = 9.
-_VALUE_INDEX: Final = [{value: i for i, (value, _) in enumerate(c)} for _, c in BUSINESS_FIELDS]
-_VALUE_BITS: Final = [max(1, (len(c) - 1).bit_length()) for _, c in BUSINESS_FIELDS]
-_ISSUE_BITS: Final = {
-    f"{field}:{kind}": bits << (2 * i)
-    for i, field in enumerate(FIELDS)
-    for kind, bits in _ISSUE_CODES.items()
-}
-_SHIFTS: Final = [8 + sum(_VALUE_BITS[:i]) for i in range(len(_VALUE_BITS))]
-# Per business field: value -> its index, already shifted into place.
-_VALUE_CODES: Final = tuple(
-    {value: index << shift for value, index in table.items()}
-    for table, shift in zip(_VALUE_INDEX, _SHIFTS, strict=True)
-)
+
+class CodeLayout:
+    """Where each quality issue and business value of a field table sits in the summary code.
+
+    The low bits hold each rule field in table order (0 ok, 1 missing, 2 invalid), then each
+    business field its value's index, in as few bits as its value count needs. The widths
+    come from the table; a table that needs more than ``width`` bits is refused.
+    """
+
+    def __init__(self, table: FieldTable = FIELD_TABLE, width: int = CODE_BITS) -> None:
+        self.table = table
+        kinds = len(ISSUE_KINDS)
+        self.issue_width = kinds.bit_length()  # ok or one of the kinds
+        self.value_widths = tuple(max(1, (len(f.values) - 1).bit_length()) for f in table.business)
+        rule_bits = self.issue_width * len(table.rules)
+        self.bits = rule_bits + sum(self.value_widths)
+        if self.bits > width:
+            raise ValueError(
+                f"the field table needs {self.bits} bits of summary code ({rule_bits} for"
+                f" {len(table.rules)} rule fields, {sum(self.value_widths)} for"
+                f" {len(table.business)} business fields) but the spool key holds {width}:"
+                " raise CODE_DIGITS in customer_pipeline/dedup.py or drop a field"
+            )
+        shifts = [rule_bits + sum(self.value_widths[:i]) for i in range(len(table.business))]
+        self._issue_fields = tuple(
+            (field.name, self.issue_width * i) for i, field in enumerate(table.rules)
+        )
+        self._value_fields = tuple(
+            (field.values, shift, (1 << bits) - 1)
+            for field, shift, bits in zip(table.business, shifts, self.value_widths, strict=True)
+        )
+        self.pack: Callable[[dict[str, Any]], int] = self._packer(shifts)
+
+    def _packer(self, shifts: list[int]) -> Callable[[dict[str, Any]], int]:
+        """pack for this layout, generated: a customer's issues and business values as an int."""
+        issue_bits = {
+            f"{field.name}:{kind}": state << (self.issue_width * i)
+            for i, field in enumerate(self.table.rules)
+            for state, kind in enumerate(ISSUE_KINDS, start=1)
+        }
+        namespace: dict[str, Any] = {"issue_bits": issue_bits}
+        terms = ["code"]
+        for i, (field, shift) in enumerate(zip(self.table.business, shifts, strict=True)):
+            # value -> its index, already shifted into place
+            namespace[f"codes{i}"] = {value: n << shift for n, value in enumerate(field.values)}
+            terms.append(f"codes{i}[customer[{field.name!r}]]")
+        lines = [
+            "def pack(customer):",
+            '    """Pack the quality issues and business fields of a customer into a small int."""',
+            "    code = 0",
+            "    for issue in customer['quality_issues']:",
+            "        code |= issue_bits[issue]",
+            "    return " + " | ".join(terms),
+        ]
+        return compile_function("pack", lines, namespace)  # type: ignore[no-any-return]
+
+    def unpack(self, code: int) -> tuple[list[str], tuple[str, ...]]:
+        """The (quality issues, business field values) that ``pack`` packed."""
+        mask = (1 << self.issue_width) - 1
+        issues = []
+        for name, shift in self._issue_fields:
+            state = (code >> shift) & mask
+            if state:
+                issues.append(f"{name}:{ISSUE_KINDS[state - 1]}")
+        values = tuple(values[(code >> shift) & mask] for values, shift, mask in self._value_fields)
+        return issues, values
 
 
-def summary_code(customer: dict[str, Any]) -> int:
-    """Pack a customer's quality issues and business fields into a small int."""
-    code = 0
-    for issue in customer["quality_issues"]:
-        code |= _ISSUE_BITS[issue]
-    e, a, c, m, t = _VALUE_CODES
-    return (
-        code
-        | e[customer["engagement_level"]]
-        | a[customer["activity_status"]]
-        | c[customer["acquisition_channel"]]
-        | m[customer["market_segment"]]
-        | t[customer["customer_tier"]]
-    )
-
-
-def describe_code(code: int) -> tuple[list[str], tuple[str, ...]]:
-    """The (quality issues, business field values) that ``summary_code`` packed."""
-    issues = []
-    for i, field in enumerate(FIELDS):
-        kind = (code >> (2 * i)) & 3
-        if kind:
-            issues.append(f"{field}:{_ISSUE_NAMES[kind]}")
-    values = []
-    shift = 8
-    for (_, choices), bits in zip(BUSINESS_FIELDS, _VALUE_BITS, strict=True):
-        values.append(choices[(code >> shift) & ((1 << bits) - 1)][0])
-        shift += bits
-    return issues, tuple(values)
+CODE_LAYOUT: Final = CodeLayout(FIELD_TABLE)  # importing fails loudly if the table outgrew it
+summary_code: Final = CODE_LAYOUT.pack
+describe_code: Final = CODE_LAYOUT.unpack
 
 
 class SortedSpool:

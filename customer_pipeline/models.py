@@ -7,10 +7,18 @@ the rest of the pipeline); these models document the contract, give consumers a 
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from .fields import (
+    FIELD_TABLE,
+    AcquisitionChannel,
+    ActivityStatus,
+    CustomerTier,
+    EngagementLevel,
+    MarketSegment,
+)
 
 
 class RawUser(BaseModel):
@@ -37,47 +45,12 @@ class ApiEnvelope(BaseModel):
     data: list[Any]
 
 
-class EngagementLevel(StrEnum):
-    HIGH = "high"
-    MEDIUM = "medium"
-    LOW = "low"
-
-
-class ActivityStatus(StrEnum):
-    ACTIVE = "active"
-    INACTIVE = "inactive"
-
-
-class AcquisitionChannel(StrEnum):
-    WEBSITE = "website"
-    MOBILE = "mobile"
-    EMAIL = "email"
-
-
-class MarketSegment(StrEnum):
-    US_WEST = "US-West"
-    US_EAST = "US-East"
-    EU = "EU"
-    APAC = "APAC"
-
-
-class CustomerTier(StrEnum):
-    BASIC = "basic"
-    PREMIUM = "premium"
-    ENTERPRISE = "enterprise"
-
-
-class QualityBand(StrEnum):
-    HIGH = "high"
-    MEDIUM = "medium"
-    LOW = "low"
-
-
 class Customer(BaseModel):
     """One processed, analytics-ready customer."""
 
     model_config = ConfigDict(extra="forbid")
 
+    # The columns of fields.FIELD_TABLE, in its order (a test holds them together).
     customer_id: int = Field(ge=1)
     first_name: str | None
     last_name: str | None
@@ -90,7 +63,7 @@ class Customer(BaseModel):
     acquisition_channel: AcquisitionChannel
     market_segment: MarketSegment
     customer_tier: CustomerTier
-    data_quality_score: int = Field(ge=60, le=100)
+    data_quality_score: int = Field(ge=FIELD_TABLE.min_score, le=FIELD_TABLE.top_score)
     quality_issues: list[str] = Field(description='e.g. ["email:invalid", "last_name:missing"]')
 
 
@@ -99,6 +72,7 @@ class QualitySummary(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # The bands of fields.FIELD_TABLE, in its order (a test holds them together).
     high_quality: int = Field(ge=0, description="data_quality_score >= 90")
     medium_quality: int = Field(ge=0, description="data_quality_score 70-89")
     low_quality: int = Field(ge=0, description="data_quality_score < 70")

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ._version import __version__
-from .dedup import describe_code
-from .rules import BUSINESS_FIELDS, FIELDS, quality_band
+from .dedup import CODE_LAYOUT, CodeLayout
+from .fields import ISSUE_KINDS
 
 
 def utc_now() -> str:
@@ -16,21 +16,18 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-# The seed's names for the band counts (in the export's data_quality_summary and the report).
-BAND_KEYS = {"high": "high_quality", "medium": "medium_quality", "low": "low_quality"}
-
-
-def quality_summary(code_counts: Counter[int]) -> dict[str, Any]:
+def quality_summary(code_counts: Counter[int], layout: CodeLayout = CODE_LAYOUT) -> dict[str, Any]:
     """Score statistics, band counts and issues per field over the unique customers."""
-    bands = dict.fromkeys(BAND_KEYS.values(), 0)
-    per_field: dict[str, dict[str, int]] = {f: {"missing": 0, "invalid": 0} for f in FIELDS}
+    table = layout.table
+    bands = {band.key: 0 for band in table.bands}  # under the seed's names, in its order
+    per_field = {name: dict.fromkeys(ISSUE_KINDS, 0) for name in table.rule_names}
     total = 0
     score_sum = 0
     scores: list[int] = []
     for code, count in code_counts.items():
-        issues, _ = describe_code(code)
-        score = 100 - 10 * len(issues)
-        bands[BAND_KEYS[quality_band(score)]] += count
+        issues, _ = layout.unpack(code)
+        score = table.score(len(issues))
+        bands[table.band(score).key] += count
         for issue in issues:
             field, _, kind = issue.partition(":")
             per_field[field][kind] += count
@@ -46,23 +43,26 @@ def quality_summary(code_counts: Counter[int]) -> dict[str, Any]:
     }
 
 
-def business_summary(code_counts: Counter[int]) -> dict[str, dict[str, dict[str, float]]]:
+def business_summary(
+    code_counts: Counter[int], layout: CodeLayout = CODE_LAYOUT
+) -> dict[str, dict[str, dict[str, float]]]:
     """Count and share of every business-field value over the unique customers."""
-    counts: list[Counter[str]] = [Counter() for _ in BUSINESS_FIELDS]
+    fields = layout.table.business
+    counts: list[Counter[str]] = [Counter() for _ in fields]
     total = 0
     for code, count in code_counts.items():
-        _, values = describe_code(code)
+        _, values = layout.unpack(code)
         for counter, value in zip(counts, values, strict=True):
             counter[value] += count
         total += count
     summary: dict[str, dict[str, dict[str, float]]] = {}
-    for (name, choices), counter in zip(BUSINESS_FIELDS, counts, strict=True):
-        summary[name] = {
+    for field, counter in zip(fields, counts, strict=True):
+        summary[field.name] = {
             value: {
                 "count": counter[value],
                 "share": round(counter[value] / total, 4) if total else 0.0,
             }
-            for value, _ in choices
+            for value in field.values
         }
     return summary
 

@@ -1,32 +1,19 @@
-"""The record rules of SPEC section 3, as pure functions over plain values.
+"""The record rules of a field table (``fields``), as pure functions over plain values.
 
 Nothing here does I/O or keeps state, so every rule is testable on its own and fast on the hot
-path (a processed customer is a plain dict in the export's key order).
+path (a processed customer is a plain dict in the export's key order). ``RecordRules`` compiles
+a table once; the module-level functions are those of ``FIELD_TABLE``.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable
 from typing import Any, Final
 
-FIELDS: Final = ("email", "first_name", "last_name", "avatar")
-MAX_ID: Final = 2**63 - 1  # beyond this, JSON consumers (BigQuery, JavaScript) lose the id
+from .fields import FIELD_TABLE, FieldTable, compile_function
 
-# Business fields: (field, [(value, cumulative share), ...]); the last share is 1.0.
-BUSINESS_FIELDS: Final[tuple[tuple[str, tuple[tuple[str, float], ...]], ...]] = (
-    ("engagement_level", (("high", 0.30), ("medium", 0.80), ("low", 1.0))),
-    ("activity_status", (("active", 0.80), ("inactive", 1.0))),
-    ("acquisition_channel", (("website", 0.50), ("mobile", 0.80), ("email", 1.0))),
-    ("market_segment", (("US-West", 0.30), ("US-East", 0.60), ("EU", 0.85), ("APAC", 1.0))),
-    ("customer_tier", (("basic", 0.60), ("premium", 0.90), ("enterprise", 1.0))),
-)
-# Exactly one @, a non-empty local part, a dotted domain with no empty label, no whitespace.
-_EMAIL: Final = re.compile(r"[^@\s]+@([^@\s.]+(?:\.[^@\s.]+)+)").fullmatch
-# http(s)://, then a host (not empty, not just a port), no whitespace; userinfo is checked
-# apart, since it is rare and a pattern for it costs every URL.
-_AVATAR: Final = re.compile(r"https?://[^\s/?#@:]\S*").fullmatch
-_AUTHORITY_END: Final = re.compile(r"[/?#]").split
-_USERINFO_HOST: Final = re.compile(r"https?://[^/?#@]*@[^\s/?#@:][^\s/?#]*(?:[/?#]\S*)?").fullmatch
+FIELDS: Final = FIELD_TABLE.rule_names  # the scored fields, in quality_issues order
+MAX_ID: Final = 2**63 - 1  # beyond this, JSON consumers (BigQuery, JavaScript) lose the id
 
 
 class Rejected(Exception):
@@ -68,43 +55,22 @@ def _shown(digits: str) -> str:
     return digits if len(digits) <= 31 else f"{digits[:31]}...({len(digits)} digits)"
 
 
-def email_domain(email: str) -> str | None:
-    """The lower-cased domain if ``email`` (already trimmed) is valid, else None."""
-    match = _EMAIL(email)
-    return match[1].lower() if match else None
-
-
-def is_valid_avatar(url: str) -> bool:
-    """An http or https URL with a host (``url`` already trimmed)."""
-    if "@" in url and "@" in _AUTHORITY_END(url.partition("://")[2], 1)[0]:
-        return _USERINFO_HOST(url) is not None
-    return _AVATAR(url) is not None
-
-
-def quality_band(score: int) -> str:
-    """high >= 90, medium 70-89, low < 70."""
-    if score >= 90:
-        return "high"
-    if score >= 70:
-        return "medium"
-    return "low"
-
-
 _MASK64: Final = (1 << 64) - 1
-_TABLE_BITS: Final = 12
-_TABLE_MASK: Final = (1 << _TABLE_BITS) - 1
+_DRAW_BITS: Final = 12
+_DRAW_MASK: Final = (1 << _DRAW_BITS) - 1
+_DRAWS_PER_MIX: Final = 64 // _DRAW_BITS  # business fields drawn from one 64-bit mix
 
 
-def _share_table(choices: tuple[tuple[str, float], ...]) -> tuple[str, ...]:
-    """Maps each 12-bit uniform value to its choice, by cumulative share (bias < 0.03%)."""
-    size = 1 << _TABLE_BITS
+def _share_table(values: tuple[str, ...], shares: tuple[float, ...]) -> tuple[str, ...]:
+    """Maps each 12-bit uniform value to its value, by cumulative share (bias < 0.03%)."""
+    size = 1 << _DRAW_BITS
     table: list[str] = []
-    for value, cumulative in choices:
+    cumulative = 0.0
+    for value, share in zip(values, shares, strict=True):
+        cumulative += share
         table.extend([value] * (round(cumulative * size) - len(table)))
-    return tuple(table)
-
-
-_TABLES: Final = tuple(_share_table(choices) for _, choices in BUSINESS_FIELDS)
+    table.extend([values[-1]] * (size - len(table)))  # a float sum a hair under 1
+    return tuple(table[:size])
 
 
 def _mix(seed: int, customer_id: int) -> int:
@@ -116,89 +82,99 @@ def _mix(seed: int, customer_id: int) -> int:
     return z ^ (z >> 31)
 
 
-def business_fields(seed: int, customer_id: int) -> tuple[str, str, str, str, str]:
-    """The five business fields: deterministic per (seed, customer_id), shares as specified."""
-    z = _mix(seed, customer_id)
-    a, b, c, d, e = _TABLES
-    m = _TABLE_MASK
-    return a[z & m], b[(z >> 12) & m], c[(z >> 24) & m], d[(z >> 36) & m], e[(z >> 48) & m]
+class RecordRules:
+    """The rules of one field table: straight-line per-record functions generated once from it."""
+
+    def __init__(self, table: FieldTable = FIELD_TABLE) -> None:
+        self.table = table
+        self.validate_and_score: Callable[[Any], dict[str, Any]] = _validator(table)
+        self.enrich: Callable[[dict[str, Any], int], dict[str, Any]] = _enricher(table)
+
+    def business_fields(self, seed: int, customer_id: int) -> tuple[str, ...]:
+        """The business fields' values: deterministic per (seed, customer_id), shares as set."""
+        drawn = self.enrich({"customer_id": customer_id}, seed)
+        return tuple(drawn[name] for name in self.table.business_names)
+
+    def process(self, raw: Any, seed: int) -> dict[str, Any]:
+        """validate_and_score then enrich: one raw record to one customer. Raises Rejected."""
+        return self.enrich(self.validate_and_score(raw), seed)
 
 
-def validate_and_score(raw: Any) -> dict[str, Any]:
-    """A customer from one raw record, business fields still None. Raises Rejected."""
-    if not isinstance(raw, dict):
-        raise Rejected("record is not a JSON object")
-    customer_id = parse_id(raw.get("id"))
-    issues: list[str] = []
-
-    email = raw.get("email")
-    domain = None
-    if isinstance(email, str) and (email := email.strip()):
-        domain = email_domain(email)
-        if domain is None:
-            issues.append("email:invalid")
-    else:
-        issues.append("email:missing" if email is None or email == "" else "email:invalid")
-        email = None
-
-    first_name = raw.get("first_name")
-    if not isinstance(first_name, str) or not (first_name := first_name.strip()):
-        issues.append(_missing_or_invalid("first_name", first_name))
-        first_name = None
-    last_name = raw.get("last_name")
-    if not isinstance(last_name, str) or not (last_name := last_name.strip()):
-        issues.append(_missing_or_invalid("last_name", last_name))
-        last_name = None
-
-    avatar = raw.get("avatar")
-    if isinstance(avatar, str) and (avatar := avatar.strip()):
-        if not is_valid_avatar(avatar):
-            issues.append("avatar:invalid")
-    else:
-        issues.append(_missing_or_invalid("avatar", avatar))
-        avatar = None
-
-    if first_name and last_name:
-        full_name: str | None = f"{first_name} {last_name}"
-    else:
-        full_name = first_name or last_name
-
-    return {
-        "customer_id": customer_id,
-        "first_name": first_name,
-        "last_name": last_name,
-        "full_name": full_name,
-        # An invalid email is kept as sent (trimmed) so it can be fixed at the source.
-        "email": email,
-        "email_domain": domain,
-        "avatar": avatar,
-        "engagement_level": None,
-        "activity_status": None,
-        "acquisition_channel": None,
-        "market_segment": None,
-        "customer_tier": None,
-        "data_quality_score": 100 - 10 * len(issues),
-        "quality_issues": issues,
-    }
+def _validator(table: FieldTable) -> Callable[[Any], dict[str, Any]]:
+    """validate_and_score for ``table``: a customer from one raw record, business fields None."""
+    namespace: dict[str, Any] = {"Rejected": Rejected, "parse_id": parse_id}
+    local = {"customer_id": "customer_id"}  # column -> the local that holds its value
+    lines = [
+        "def validate_and_score(raw):",
+        '    """A customer from one raw record, business fields still None. Raises Rejected."""',
+        "    if not isinstance(raw, dict):",
+        "        raise Rejected('record is not a JSON object')",
+        "    customer_id = parse_id(raw.get('id'))",
+        "    issues = []",
+        "    get = raw.get",
+    ]
+    for i, field in enumerate(table.rules):
+        value = local[field.name] = f"value{i}"
+        missing, invalid = repr(f"{field.name}:missing"), repr(f"{field.name}:invalid")
+        not_a_string = [  # "" is what strip() left of a blank string
+            f"        issues.append({missing} if {value} is None or {value} == '' else {invalid})",
+            f"        {value} = None",
+        ]
+        lines.append(f"    {value} = get({field.name!r})")
+        if field.check is None:
+            lines += [f"    if not isinstance({value}, str) or not ({value} := {value}.strip()):"]
+            lines += not_a_string
+            continue
+        # An invalid value is kept as sent (trimmed) so it can be fixed at the source.
+        namespace[f"check{i}"] = field.check
+        lines.append(f"    if isinstance({value}, str) and ({value} := {value}.strip()):")
+        if field.keep_as is None:
+            lines += [f"        if not check{i}({value}):", f"            issues.append({invalid})"]
+        else:
+            kept = local[field.keep_as] = f"kept{i}"
+            lines[-1:-1] = [f"    {kept} = None"]
+            lines += [
+                f"        {kept} = check{i}({value})",
+                f"        if not {kept}:",
+                f"            issues.append({invalid})",
+                f"            {kept} = None",
+            ]
+        lines += ["    else:", *not_a_string]
+    for i, derived in enumerate(table.derived):
+        namespace[f"derive{i}"] = derived.derive
+        local[derived.name] = f"derived{i}"
+        arguments = ", ".join(local[name] for name in derived.inputs)
+        lines.append(f"    derived{i} = derive{i}({arguments})")
+    local["data_quality_score"] = f"{table.top_score:d} - {table.penalty:d} * len(issues)"
+    local["quality_issues"] = "issues"
+    items = "".join(
+        f"        {name!r}: {local.get(name, 'None')},\n" for name in table.column_names
+    )
+    lines.append("    return {\n" + items + "    }")
+    return compile_function("validate_and_score", lines, namespace)  # type: ignore[no-any-return]
 
 
-def _missing_or_invalid(field: str, value: Any) -> str:
-    """The issue for a field that is not a non-blank string ("" is what strip() left)."""
-    return f"{field}:missing" if value is None or value == "" else f"{field}:invalid"
+def _enricher(table: FieldTable) -> Callable[[dict[str, Any], int], dict[str, Any]]:
+    """enrich for ``table``: fill in a customer's business fields; returns it."""
+    namespace: dict[str, Any] = {"_mix": _mix}
+    lines = [
+        "def enrich(customer, seed):",
+        '    """Fill in the business fields of a customer from validate_and_score; returns it."""',
+    ]
+    for i, field in enumerate(table.business):
+        slot = i % _DRAWS_PER_MIX
+        if slot == 0:  # one mix feeds five fields; a sixth and on get the next mix, chained
+            previous = "mixed" if i else "seed"
+            lines.append(f"    mixed = _mix({previous}, customer['customer_id'])")
+        namespace[f"share{i}"] = _share_table(field.values, field.shares)
+        draw = f"(mixed >> {_DRAW_BITS * slot}) & {_DRAW_MASK}"
+        lines.append(f"    customer[{field.name!r}] = share{i}[{draw}]")
+    lines.append("    return customer")
+    return compile_function("enrich", lines, namespace)  # type: ignore[no-any-return]
 
 
-def enrich(customer: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Fill in the business fields of a customer from validate_and_score; returns it."""
-    (
-        customer["engagement_level"],
-        customer["activity_status"],
-        customer["acquisition_channel"],
-        customer["market_segment"],
-        customer["customer_tier"],
-    ) = business_fields(seed, customer["customer_id"])
-    return customer
-
-
-def process(raw: Any, seed: int) -> dict[str, Any]:
-    """validate_and_score then enrich: one raw record to one customer. Raises Rejected."""
-    return enrich(validate_and_score(raw), seed)
+RULES: Final = RecordRules(FIELD_TABLE)
+validate_and_score: Final = RULES.validate_and_score
+enrich: Final = RULES.enrich
+business_fields: Final = RULES.business_fields
+process: Final = RULES.process

@@ -1,4 +1,4 @@
-"""The record rules of SPEC section 3, one by one, and as properties."""
+"""The record rules of the field table, one by one, and as properties."""
 
 from __future__ import annotations
 
@@ -9,16 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from customer_pipeline.fields import FIELD_TABLE, email_domain, is_valid_avatar
 from customer_pipeline.models import Customer
 from customer_pipeline.rules import (
-    BUSINESS_FIELDS,
     Rejected,
     business_fields,
-    email_domain,
-    is_valid_avatar,
     parse_id,
     process,
-    quality_band,
     validate_and_score,
 )
 
@@ -153,7 +150,7 @@ def test_blank_counts_as_missing_and_full_name_uses_the_valid_part() -> None:
     ("score", "band"), [(100, "high"), (90, "high"), (89, "medium"), (70, "medium"), (60, "low")]
 )
 def test_bands(score: int, band: str) -> None:
-    assert quality_band(score) == band
+    assert FIELD_TABLE.band(score).name == band
 
 
 def test_business_fields_are_deterministic_per_seed_and_id() -> None:
@@ -201,13 +198,10 @@ def test_processing_never_raises_anything_but_rejected(raw: Any) -> None:
 
 def test_enrichment_shares_converge_on_the_table() -> None:
     n = 40_000
-    counts = [Counter[str]() for _ in BUSINESS_FIELDS]
+    counts = [Counter[str]() for _ in FIELD_TABLE.business]
     for customer_id in range(1, n + 1):
         for counter, value in zip(counts, business_fields(42, customer_id), strict=True):
             counter[value] += 1
-    for (name, choices), counter in zip(BUSINESS_FIELDS, counts, strict=True):
-        previous = 0.0
-        for value, cumulative in choices:
-            share = counter[value] / n
-            assert share == pytest.approx(cumulative - previous, abs=0.01), (name, value)
-            previous = cumulative
+    for field, counter in zip(FIELD_TABLE.business, counts, strict=True):
+        for value, share in zip(field.values, field.shares, strict=True):
+            assert counter[value] / n == pytest.approx(share, abs=0.01), (field.name, value)
