@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Final
 
-from .fields import FIELD_TABLE, ISSUE_KINDS, FieldTable, compile_function
+from .fields import FIELD_TABLE, ISSUE_KINDS, FieldTable
 
 RUN_BYTES: Final = 16 << 20
 CODE_DIGITS: Final = 5
@@ -66,27 +66,28 @@ class CodeLayout:
         self.pack: Callable[[dict[str, Any]], int] = self._packer(shifts)
 
     def _packer(self, shifts: list[int]) -> Callable[[dict[str, Any]], int]:
-        """pack for this layout, generated: a customer's issues and business values as an int."""
+        """pack for this layout: a customer's issues and business values as an int."""
         issue_bits = {
             f"{field.name}:{kind}": state << (self.issue_width * i)
             for i, field in enumerate(self.table.rules)
             for state, kind in enumerate(ISSUE_KINDS, start=1)
         }
-        namespace: dict[str, Any] = {"issue_bits": issue_bits}
-        terms = ["code"]
-        for i, (field, shift) in enumerate(zip(self.table.business, shifts, strict=True)):
-            # value -> its index, already shifted into place
-            namespace[f"codes{i}"] = {value: n << shift for n, value in enumerate(field.values)}
-            terms.append(f"codes{i}[customer[{field.name!r}]]")
-        lines = [
-            "def pack(customer):",
-            '    """Pack the quality issues and business fields of a customer into a small int."""',
-            "    code = 0",
-            "    for issue in customer['quality_issues']:",
-            "        code |= issue_bits[issue]",
-            "    return " + " | ".join(terms),
+        # Per business field: value -> its index, already shifted into place.
+        value_codes = [
+            (field.name, {value: n << shift for n, value in enumerate(field.values)})
+            for field, shift in zip(self.table.business, shifts, strict=True)
         ]
-        return compile_function("pack", lines, namespace)  # type: ignore[no-any-return]
+
+        def pack(customer: dict[str, Any]) -> int:
+            """Pack the quality issues and business fields of a customer into a small int."""
+            code = 0
+            for issue in customer["quality_issues"]:
+                code |= issue_bits[issue]
+            for name, codes in value_codes:
+                code |= codes[customer[name]]
+            return code
+
+        return pack
 
     def unpack(self, code: int) -> tuple[list[str], tuple[str, ...]]:
         """The (quality issues, business field values) that ``pack`` packed."""

@@ -9,13 +9,11 @@ a test holds to this table.
 
 from __future__ import annotations
 
-import itertools
-import linecache
 import math
 import re
 from collections.abc import Callable, Iterable
 from enum import StrEnum
-from typing import Any, Final, NamedTuple
+from typing import Final, NamedTuple
 
 ISSUE_KINDS: Final = ("missing", "invalid")
 
@@ -199,22 +197,6 @@ class FieldTable:
                 f"field table: the lowest band starts at {minimums[-1]}, above the lowest"
                 f" score {self.min_score}"
             )
-
-
-_SOURCES: Final = itertools.count(1)
-
-
-def compile_function(name: str, lines: list[str], namespace: dict[str, Any]) -> Any:
-    """Compile generated code that defines ``name``; tracebacks and inspect show its lines.
-
-    The per-record functions are generated from a table, as dataclasses generates __init__:
-    a loop over the table per record costs 10-15% more (timed over 100k records).
-    """
-    source = "\n".join(lines) + "\n"
-    filename = f"<{name}, generated from a field table #{next(_SOURCES)}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    exec(compile(source, filename, "exec"), namespace)
-    return namespace[name]
 
 
 def _unique(what: str, names: Iterable[str]) -> None:

@@ -1,8 +1,8 @@
 """The record rules of a field table (``fields``), as pure functions over plain values.
 
 Nothing here does I/O or keeps state, so every rule is testable on its own and fast on the hot
-path (a processed customer is a plain dict in the export's key order). ``RecordRules`` compiles
-a table once; the module-level functions are those of ``FIELD_TABLE``.
+path (a processed customer is a plain dict in the export's key order). ``RecordRules`` builds
+the functions of one table; the module-level functions are those of ``FIELD_TABLE``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from .fields import FIELD_TABLE, FieldTable, compile_function
+from .fields import FIELD_TABLE, FieldTable
 
 FIELDS: Final = FIELD_TABLE.rule_names  # the scored fields, in quality_issues order
 MAX_ID: Final = 2**63 - 1  # beyond this, JSON consumers (BigQuery, JavaScript) lose the id
@@ -83,7 +83,7 @@ def _mix(seed: int, customer_id: int) -> int:
 
 
 class RecordRules:
-    """The rules of one field table: straight-line per-record functions generated once from it."""
+    """The rules of one field table: its per-record functions, built once from it."""
 
     def __init__(self, table: FieldTable = FIELD_TABLE) -> None:
         self.table = table
@@ -102,75 +102,64 @@ class RecordRules:
 
 def _validator(table: FieldTable) -> Callable[[Any], dict[str, Any]]:
     """validate_and_score for ``table``: a customer from one raw record, business fields None."""
-    namespace: dict[str, Any] = {"Rejected": Rejected, "parse_id": parse_id}
-    local = {"customer_id": "customer_id"}  # column -> the local that holds its value
-    lines = [
-        "def validate_and_score(raw):",
-        '    """A customer from one raw record, business fields still None. Raises Rejected."""',
-        "    if not isinstance(raw, dict):",
-        "        raise Rejected('record is not a JSON object')",
-        "    customer_id = parse_id(raw.get('id'))",
-        "    issues = []",
-        "    get = raw.get",
+    rules = [
+        (f.name, f"{f.name}:missing", f"{f.name}:invalid", f.check, f.keep_as) for f in table.rules
     ]
-    for i, field in enumerate(table.rules):
-        value = local[field.name] = f"value{i}"
-        missing, invalid = repr(f"{field.name}:missing"), repr(f"{field.name}:invalid")
-        not_a_string = [  # "" is what strip() left of a blank string
-            f"        issues.append({missing} if {value} is None or {value} == '' else {invalid})",
-            f"        {value} = None",
-        ]
-        lines.append(f"    {value} = get({field.name!r})")
-        if field.check is None:
-            lines += [f"    if not isinstance({value}, str) or not ({value} := {value}.strip()):"]
-            lines += not_a_string
-            continue
-        # An invalid value is kept as sent (trimmed) so it can be fixed at the source.
-        namespace[f"check{i}"] = field.check
-        lines.append(f"    if isinstance({value}, str) and ({value} := {value}.strip()):")
-        if field.keep_as is None:
-            lines += [f"        if not check{i}({value}):", f"            issues.append({invalid})"]
-        else:
-            kept = local[field.keep_as] = f"kept{i}"
-            lines[-1:-1] = [f"    {kept} = None"]
-            lines += [
-                f"        {kept} = check{i}({value})",
-                f"        if not {kept}:",
-                f"            issues.append({invalid})",
-                f"            {kept} = None",
-            ]
-        lines += ["    else:", *not_a_string]
-    for i, derived in enumerate(table.derived):
-        namespace[f"derive{i}"] = derived.derive
-        local[derived.name] = f"derived{i}"
-        arguments = ", ".join(local[name] for name in derived.inputs)
-        lines.append(f"    derived{i} = derive{i}({arguments})")
-    local["data_quality_score"] = f"{table.top_score:d} - {table.penalty:d} * len(issues)"
-    local["quality_issues"] = "issues"
-    items = "".join(
-        f"        {name!r}: {local.get(name, 'None')},\n" for name in table.column_names
-    )
-    lines.append("    return {\n" + items + "    }")
-    return compile_function("validate_and_score", lines, namespace)  # type: ignore[no-any-return]
+    derived = [(d.name, d.derive, d.inputs) for d in table.derived]
+    template = dict.fromkeys(table.column_names)  # the export's key order
+    top, penalty = table.top_score, table.penalty
+
+    def validate_and_score(raw: Any) -> dict[str, Any]:
+        """A customer from one raw record, business fields still None. Raises Rejected."""
+        if not isinstance(raw, dict):
+            raise Rejected("record is not a JSON object")
+        customer = template.copy()
+        customer["customer_id"] = parse_id(raw.get("id"))
+        issues: list[str] = []
+        get = raw.get
+        for name, missing, invalid, check, keep_as in rules:
+            value = get(name)
+            if isinstance(value, str) and (value := value.strip()):
+                # An invalid value is kept as sent (trimmed) so it can be fixed at the source.
+                if check is not None:
+                    kept = check(value)
+                    if not kept:
+                        issues.append(invalid)
+                        kept = None
+                    if keep_as is not None:
+                        customer[keep_as] = kept
+            else:  # "" is what strip() left of a blank string
+                issues.append(missing if value is None or value == "" else invalid)
+                value = None
+            customer[name] = value
+        for name, derive, inputs in derived:
+            customer[name] = derive(*[customer[column] for column in inputs])
+        customer["data_quality_score"] = top - penalty * len(issues)
+        customer["quality_issues"] = issues
+        return customer
+
+    return validate_and_score
 
 
 def _enricher(table: FieldTable) -> Callable[[dict[str, Any], int], dict[str, Any]]:
     """enrich for ``table``: fill in a customer's business fields; returns it."""
-    namespace: dict[str, Any] = {"_mix": _mix}
-    lines = [
-        "def enrich(customer, seed):",
-        '    """Fill in the business fields of a customer from validate_and_score; returns it."""',
+    # One 64-bit mix feeds five fields; a sixth and on get the next mix, chained.
+    draws = [
+        (f.name, _share_table(f.values, f.shares), _DRAW_BITS * (i % _DRAWS_PER_MIX))
+        for i, f in enumerate(table.business)
     ]
-    for i, field in enumerate(table.business):
-        slot = i % _DRAWS_PER_MIX
-        if slot == 0:  # one mix feeds five fields; a sixth and on get the next mix, chained
-            previous = "mixed" if i else "seed"
-            lines.append(f"    mixed = _mix({previous}, customer['customer_id'])")
-        namespace[f"share{i}"] = _share_table(field.values, field.shares)
-        draw = f"(mixed >> {_DRAW_BITS * slot}) & {_DRAW_MASK}"
-        lines.append(f"    customer[{field.name!r}] = share{i}[{draw}]")
-    lines.append("    return customer")
-    return compile_function("enrich", lines, namespace)  # type: ignore[no-any-return]
+
+    def enrich(customer: dict[str, Any], seed: int) -> dict[str, Any]:
+        """Fill in the business fields of a customer from validate_and_score; returns it."""
+        customer_id = customer["customer_id"]
+        mixed = seed
+        for name, shares, shift in draws:
+            if shift == 0:
+                mixed = _mix(mixed, customer_id)
+            customer[name] = shares[(mixed >> shift) & _DRAW_MASK]
+        return customer
+
+    return enrich
 
 
 RULES: Final = RecordRules(FIELD_TABLE)
