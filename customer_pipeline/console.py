@@ -83,6 +83,10 @@ class Terminal:
         """Print ``error: message`` on stderr."""
         click.echo(f"error: {self.redact(message)}", err=True)
 
+    def warning(self, message: str) -> None:
+        """Print ``warning: message`` on stderr."""
+        click.echo(f"warning: {self.redact(message)}", err=True)
+
     def echo(self, message: str, *, err: bool = False) -> None:
         """Print a line on stdout (or stderr)."""
         click.echo(self.redact(message), err=err)
