@@ -12,14 +12,12 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import orjson
 
 from ._limits import ENV_PREFIX, MAX_RATE_LIMIT, MAX_SEED
 from ._version import __version__
-from .checkpoint import CHECKPOINT_FILE, RunMode
 from .console import (
     EXIT_FAILED,
     EXIT_SIGINT,
@@ -41,7 +39,12 @@ from .errors import (
     PipelineError,
 )
 from .logs import LOGGER_NAME
-from .settings import Settings, load_settings
+
+# Each command imports what it needs when it runs, so that --help starts at once and a run
+# loads neither pydantic's schema models, nor the simulator, nor rich without a progress bar.
+if TYPE_CHECKING:
+    from .checkpoint import RunMode
+    from .settings import Settings
 
 
 @click.group(
@@ -420,6 +423,8 @@ def run(
     if resume and restart:
         terminal.error("--resume and --restart contradict each other; pick one")
         sys.exit(EXIT_USAGE)
+    from .settings import load_settings
+
     try:
         settings = load_settings(
             config=config,
@@ -441,6 +446,10 @@ def run(
     show_bar = sys.stderr.isatty() if progress is None else progress
     mode: RunMode = "resume" if resume else "restart" if restart else "new"
     modes = RunModes(mode=mode, keep_checkpoint=keep_checkpoint)
+    # The run's modules load before its signal handlers are in place, so that a Ctrl-C while
+    # they load is one during start-up: exit 130, nothing started.
+    import customer_pipeline.pipeline  # noqa: F401
+
     sys.exit(asyncio.run(_run(settings, simulate=simulate, show_bar=show_bar, modes=modes)))
 
 
@@ -449,10 +458,12 @@ async def _run(settings: Settings, *, simulate: bool, show_bar: bool, modes: Run
     stopper = Stopper()
     stopper.install()
     terminal = Terminal([settings.api_key.get_secret_value()])
-    from rich.console import Console
+    console = None
+    if show_bar:
+        from rich.console import Console
 
-    console = Console(stderr=True)
-    handler = stderr_logging(settings, console if show_bar else None)
+        console = Console(stderr=True)
+    handler = stderr_logging(settings, console)
     if not settings.verify_tls:
         logging.getLogger(LOGGER_NAME).warning("TLS certificate verification is OFF")
     try:
@@ -461,10 +472,10 @@ async def _run(settings: Settings, *, simulate: bool, show_bar: bool, modes: Run
 
             async with serve(SimulatorConfig()) as (url, _):
                 settings = settings.model_copy(update={"base_url": url})
-                console.print(f"Simulator serving on {url}", highlight=False)
-                result = await run_with_progress(settings, console, show_bar, modes, stopper)
+                terminal.echo(f"Simulator serving on {url}", err=True)
+                result = await run_with_progress(settings, console, modes, stopper)
         else:
-            result = await run_with_progress(settings, console, show_bar, modes, stopper)
+            result = await run_with_progress(settings, console, modes, stopper)
     except (ConfigError, CheckpointError, FolderInUseError) as exc:
         terminal.error(str(exc))
         return EXIT_USAGE
@@ -474,6 +485,8 @@ async def _run(settings: Settings, *, simulate: bool, show_bar: bool, modes: Run
     except asyncio.CancelledError:
         if stopper.signal is None:
             return EXIT_SIGINT  # Ctrl-C before our handlers were in place: nothing started
+        from .checkpoint import CHECKPOINT_FILE
+
         if (settings.output_dir / CHECKPOINT_FILE).exists():
             saved = "every page completed so far is in the checkpoint: run the same command "
             saved += "again with --resume to finish"
@@ -501,6 +514,8 @@ async def _run(settings: Settings, *, simulate: bool, show_bar: bool, modes: Run
 @main.command(epilog="\b\nExample:\n  customer-pipeline schema > customers.schema.json")
 def schema() -> None:
     """Print the JSON Schema of processed_customers.json."""
+    import orjson
+
     from .models import ExportDocument
 
     click.echo(orjson.dumps(ExportDocument.model_json_schema(), option=orjson.OPT_INDENT_2))

@@ -184,12 +184,12 @@ def test_simulate_on_a_busy_port_exits_2_naming_it() -> None:
 def test_an_unexpected_failure_is_one_error_line_and_exit_1(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from customer_pipeline import console
+    from customer_pipeline import pipeline
 
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError(f"internal state lost near {SECRET_KEY}")
 
-    monkeypatch.setattr(console, "run_pipeline", broken)
+    monkeypatch.setattr(pipeline, "run_pipeline", broken)
     result = CliRunner().invoke(
         main, ["run", "--api-key", SECRET_KEY, "--output-dir", str(tmp_path), "--no-progress"]
     )
@@ -436,3 +436,40 @@ def test_a_source_in_one_toml_file_runs(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "Done: 30 customers" in result.output and SECRET_KEY not in result.output
     assert orjson.loads((out / "summary_report.json").read_bytes())["api"]["requests"] == 6
+
+
+def imports_of(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run the command in a fresh interpreter; the modules it imported (``-X importtime``)."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "customer_pipeline", *args],
+        capture_output=True, text=True, timeout=120, cwd=cwd,
+    )  # fmt: skip
+    lines = proc.stderr.splitlines()
+    return proc, {line.rpartition("|")[2].strip() for line in lines if line.startswith("import")}
+
+
+def loaded(names: set[str], *packages: str) -> set[str]:
+    return {n for n in names if any(n == p or n.startswith(p + ".") for p in packages)}
+
+
+NEVER_FOR_A_PLAIN_RUN = (
+    "rich", "pygments", "customer_pipeline.simulator", "aiohttp.web", "customer_pipeline.models",
+    "pydantic_settings", "dotenv", "tomllib",
+)  # fmt: skip
+
+
+def test_a_plain_run_imports_only_what_it_needs(tmp_path: Path) -> None:
+    with simulator_process("--failure-rate", "0", "--latency-ms", "0", "--rate-limit", "0") as url:
+        proc, names = imports_of(
+            "run", "--base-url", url, "--rate-limit", "0", "--no-progress", cwd=tmp_path
+        )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {"aiohttp", "httpx", "customer_pipeline.pipeline"} <= names  # it did run
+    assert loaded(names, *NEVER_FOR_A_PLAIN_RUN) == set()
+
+
+def test_help_imports_no_http_stack_and_no_pydantic(tmp_path: Path) -> None:
+    proc, names = imports_of("run", "--help", cwd=tmp_path)
+    assert proc.returncode == 0 and "click" in names
+    heavy = ("httpx", "aiohttp", "anyio", "pydantic", "rich", "customer_pipeline.pipeline")
+    assert loaded(names, *heavy) == set()
