@@ -423,7 +423,7 @@ def run(
     if resume and restart:
         terminal.error("--resume and --restart contradict each other; pick one")
         sys.exit(EXIT_USAGE)
-    from .settings import load_settings
+    from .config import load_settings
 
     try:
         settings = load_settings(

@@ -272,7 +272,7 @@ sys.exit(getattr(importlib.import_module(module), attr)())
     [
         "import:click",  # the first import of the command line
         "import:aiohttp",  # the HTTP stack, deep in the package's imports
-        "call:settings.py:load_settings",
+        "call:config.py:load_settings",
         "call:cli.py:_run",  # the event loop runs, its signal handlers are not in place yet
     ],
 )
@@ -454,7 +454,7 @@ def loaded(names: set[str], *packages: str) -> set[str]:
 
 NEVER_FOR_A_PLAIN_RUN = (
     "rich", "pygments", "customer_pipeline.simulator", "aiohttp.web", "customer_pipeline.models",
-    "pydantic_settings", "dotenv", "tomllib",
+    "pydantic", "dotenv", "tomllib",
 )  # fmt: skip
 
 
