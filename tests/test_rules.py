@@ -1,4 +1,4 @@
-"""The record rules of SPEC section 3, one by one, and as properties."""
+"""The record rules of the README's "Output" section, one by one, and as properties."""
 
 from __future__ import annotations
 
