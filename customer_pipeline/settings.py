@@ -10,6 +10,7 @@ start-up, a tenth of a typical run. It keeps the three pydantic names the code u
 
 from __future__ import annotations
 
+import copy as _copy
 import dataclasses
 import math
 import re
@@ -250,7 +251,7 @@ class Settings:
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None) -> Settings:
         """A copy with ``update`` applied, unchecked (as pydantic's); ``Settings(...)`` checks."""
-        copy = dataclasses.replace(self)
+        copy = _copy.copy(self)  # no __init__: what was unchecked stays so, as in pydantic
         for name, value in (update or {}).items():
             if name not in self.model_fields:
                 raise AttributeError(f"Settings has no setting {name!r}")

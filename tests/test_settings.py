@@ -400,6 +400,8 @@ def test_settings_copy_dump_and_pickle_keep_the_key_hidden_and_whole() -> None:
     assert SECRET_KEY not in repr(dumped) and "api_key" not in s.model_dump(exclude={"api_key"})
     copy = s.model_copy(update={"seed": 7})
     assert (copy.seed, s.seed, copy.api_key.get_secret_value()) == (7, 42, SECRET_KEY)
+    unchecked = s.model_copy(update={"max_pages": 0}).model_copy(update={"seed": 8})
+    assert (unchecked.max_pages, unchecked.seed) == (0, 8)  # copies never check, as pydantic's
     assert pickle.loads(pickle.dumps(s)) == s  # shards get their settings this way
     with pytest.raises(AttributeError):
         s.seed = 1  # type: ignore[misc]
