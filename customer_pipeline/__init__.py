@@ -27,10 +27,11 @@ from .errors import (
 if TYPE_CHECKING:
     from .checkpoint import RunMode
     from .client import ApiStats, ReqresClient
+    from .config import load_settings
     from .models import Customer
     from .paging import Page
     from .pipeline import RunResult, run_pipeline, stream_customers
-    from .settings import Settings, load_settings
+    from .settings import Settings
     from .stages import Progress
 
 # Each public name's module, imported on first use: the command line then starts before the
@@ -44,7 +45,7 @@ _HOMES = {
     "RunMode": "checkpoint",
     "RunResult": "pipeline",
     "Settings": "settings",
-    "load_settings": "settings",
+    "load_settings": "config",
     "run_pipeline": "pipeline",
     "stream_customers": "pipeline",
 }

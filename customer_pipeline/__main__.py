@@ -11,6 +11,9 @@ EXIT_SIGINT = 130
 
 def main() -> None:
     """Run the ``customer-pipeline`` command."""
+    # httpx imports its own command line, and with it rich and pygments (~40 ms), whenever
+    # they are installed; this process never runs it (encode/httpx#3547 would make it lazy).
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     try:
         from .cli import main as command
 

@@ -12,13 +12,12 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import orjson
 
+from ._limits import ENV_PREFIX, MAX_RATE_LIMIT, MAX_SEED
 from ._version import __version__
-from .checkpoint import CHECKPOINT_FILE, RunMode
 from .console import (
     EXIT_FAILED,
     EXIT_SIGINT,
@@ -40,7 +39,12 @@ from .errors import (
     PipelineError,
 )
 from .logs import LOGGER_NAME
-from .settings import ENV_PREFIX, MAX_RATE_LIMIT, MAX_SEED, Settings, load_settings
+
+# Each command imports what it needs when it runs, so that --help starts at once and a run
+# loads neither pydantic's schema models, nor the simulator, nor rich without a progress bar.
+if TYPE_CHECKING:
+    from .checkpoint import RunMode
+    from .settings import Settings
 
 
 @click.group(
@@ -255,12 +259,43 @@ Examples:
   CUSTOMER_PIPELINE_API_KEY=... customer-pipeline run --concurrency 4 --rate-limit 0.5
   customer-pipeline run --base-url http://127.0.0.1:8099 --rate-limit 0 --concurrency 50 \\
       --output-dir /tmp/customers --no-progress
+  customer-pipeline run --config source.toml      # a whole source in one file
 
 \b
-Every option can also be set as CUSTOMER_PIPELINE_<NAME> or in a .env file.
+Other APIs (the source options; the defaults read reqres):
+  # json-server 0.17: a bare list, pages in the Link header
+  customer-pipeline run --base-url http://localhost:3000 --resource /users \\
+      --paginator link --data-path '' --page-param _page --size-param _limit
+  # json-server 1.0: {pages, data}, string ids
+  customer-pipeline run --base-url http://localhost:3000 --resource /users \\
+      --page-param _page --size-param _per_page --total-pages-path pages
+  # a cursor API whose records nest their fields
+  customer-pipeline run --base-url https://api.example.com --resource /v1/customers \\
+      --paginator cursor --next-path meta.next_cursor \\
+      --field id=uid --field email=contact.email --field first_name=name.first
+
+\b
+Settings come from, highest first: flags, CUSTOMER_PIPELINE_<NAME> environment variables
+(CUSTOMER_PIPELINE_FIELD as JSON: {"id": "uid"}), a .env file in the working folder, the
+--config TOML file (keys = setting names, a [field] table for the field map), the defaults.
 Exit codes: 0 done, 1 failed, 2 bad usage or settings, 3 finished with failed pages,
 130/143 stopped by SIGINT/SIGTERM (the checkpoint is kept: --resume finishes the run).
 """
+
+
+def _field_map(
+    _ctx: click.Context, _param: click.Parameter, pairs: tuple[str, ...]
+) -> dict[str, str] | None:
+    """``--field NAME=PATH`` repeated, as the field map (None when not given)."""
+    fields = {}
+    for pair in pairs:
+        name, equals, path = pair.partition("=")
+        if not equals or not name.strip():
+            raise click.BadParameter(
+                "expects NAME=PATH, e.g. --field email=contact.email (a dotted path)"
+            )
+        fields[name.strip()] = path.strip()
+    return fields or None
 
 
 @main.command(epilog=RUN_EPILOG)
@@ -313,6 +348,44 @@ Exit codes: 0 done, 1 failed, 2 bad usage or settings, 3 finished with failed pa
     help="Log level.  [default: INFO]",
 )
 @click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML file of settings (keys = setting names, a [field] table); flags, variables "
+    "and .env override it.",
+)
+@click.option("--resource", help="Path of the listing under the base URL.  [default: /api/users]")
+@click.option(
+    "--paginator",
+    type=click.Choice(["page_number", "offset", "cursor", "link", "next_url"]),
+    help="How the API pages: page_number, offset, cursor, link (RFC 8288 Link header), "
+    "next_url (the next URL in the body).  [default: page_number]",
+)
+@click.option("--page-param", help="Query parameter of the page number.  [default: page]")
+@click.option("--size-param", help="Query parameter of the page size.  [default: per_page]")
+@click.option("--first-page", type=int, help="Number of the first page, 0 or 1.  [default: 1]")
+@click.option("--offset-param", help="Query parameter of the offset (offset).  [default: offset]")
+@click.option("--cursor-param", help="Query parameter of the cursor (cursor).  [default: cursor]")
+@click.option(
+    "--data-path",
+    help="Dotted path of the records in a body; '' = the body is the list.  [default: data]",
+)
+@click.option(
+    "--total-pages-path", help="Dotted path of the page count in a body.  [default: total_pages]"
+)
+@click.option("--total-path", help="Dotted path of the record count in a body.  [default: total]")
+@click.option(
+    "--next-path",
+    help="Dotted path of the next cursor (cursor) or next URL (next_url); needed by both.",
+)
+@click.option(
+    "--field",
+    multiple=True,
+    metavar="NAME=PATH",
+    callback=_field_map,
+    help="Where a customer field (id, email, first_name, last_name, avatar) is in a record, "
+    "as a dotted path; repeatable.  [default: its own name]",
+)
+@click.option(
     "--insecure",
     is_flag=True,
     help="Do not verify TLS certificates (a test server you trust only; loudly warned).",
@@ -345,6 +418,7 @@ def run(
     resume: bool,
     restart: bool,
     keep_checkpoint: bool,
+    config: Path | None,
     **options: Any,
 ) -> None:
     """Fetch every customer, score and enrich them, and write the JSON outputs."""
@@ -353,8 +427,15 @@ def run(
     if resume and restart:
         terminal.error("--resume and --restart contradict each other; pick one")
         sys.exit(EXIT_USAGE)
+    from .config import load_settings
+
     try:
-        settings = load_settings(**options, verify_tls=False if insecure else None)
+        settings = load_settings(
+            config=config,
+            warn=terminal.warning,
+            verify_tls=False if insecure else None,
+            **options,
+        )
     except ConfigError as exc:
         terminal.error(str(exc))
         sys.exit(EXIT_USAGE)
@@ -369,6 +450,10 @@ def run(
     show_bar = sys.stderr.isatty() if progress is None else progress
     mode: RunMode = "resume" if resume else "restart" if restart else "new"
     modes = RunModes(mode=mode, keep_checkpoint=keep_checkpoint)
+    # The run's modules load before its signal handlers are in place, so that a Ctrl-C while
+    # they load is one during start-up: exit 130, nothing started.
+    import customer_pipeline.pipeline  # noqa: F401
+
     sys.exit(asyncio.run(_run(settings, simulate=simulate, show_bar=show_bar, modes=modes)))
 
 
@@ -377,10 +462,12 @@ async def _run(settings: Settings, *, simulate: bool, show_bar: bool, modes: Run
     stopper = Stopper()
     stopper.install()
     terminal = Terminal([settings.api_key.get_secret_value()])
-    from rich.console import Console
+    console = None
+    if show_bar:
+        from rich.console import Console
 
-    console = Console(stderr=True)
-    handler = stderr_logging(settings, console if show_bar else None)
+        console = Console(stderr=True)
+    handler = stderr_logging(settings, console)
     if not settings.verify_tls:
         logging.getLogger(LOGGER_NAME).warning("TLS certificate verification is OFF")
     try:
@@ -389,10 +476,10 @@ async def _run(settings: Settings, *, simulate: bool, show_bar: bool, modes: Run
 
             async with serve(SimulatorConfig()) as (url, _):
                 settings = settings.model_copy(update={"base_url": url})
-                console.print(f"Simulator serving on {url}", highlight=False)
-                result = await run_with_progress(settings, console, show_bar, modes, stopper)
+                terminal.echo(f"Simulator serving on {url}", err=True)
+                result = await run_with_progress(settings, console, modes, stopper)
         else:
-            result = await run_with_progress(settings, console, show_bar, modes, stopper)
+            result = await run_with_progress(settings, console, modes, stopper)
     except (ConfigError, CheckpointError, FolderInUseError) as exc:
         terminal.error(str(exc))
         return EXIT_USAGE
@@ -402,6 +489,8 @@ async def _run(settings: Settings, *, simulate: bool, show_bar: bool, modes: Run
     except asyncio.CancelledError:
         if stopper.signal is None:
             return EXIT_SIGINT  # Ctrl-C before our handlers were in place: nothing started
+        from .checkpoint import CHECKPOINT_FILE
+
         if (settings.output_dir / CHECKPOINT_FILE).exists():
             saved = "every page completed so far is in the checkpoint: run the same command "
             saved += "again with --resume to finish"
@@ -429,6 +518,8 @@ async def _run(settings: Settings, *, simulate: bool, show_bar: bool, modes: Run
 @main.command(epilog="\b\nExample:\n  customer-pipeline schema > customers.schema.json")
 def schema() -> None:
     """Print the JSON Schema of processed_customers.json."""
+    import orjson
+
     from .models import ExportDocument
 
     click.echo(orjson.dumps(ExportDocument.model_json_schema(), option=orjson.OPT_INDENT_2))

@@ -218,7 +218,7 @@ class ReqresClient:
         return reasons
 
     async def _retry(self, number: int, failure: BaseException) -> Page:
-        """Retry a page whose first attempt failed with ``failure``, as SPEC section 2 says."""
+        """Retry a page after ``failure``, as the README's "Errors and retries" states."""
         s = self.settings
         page: Page | None = None
         pending: BaseException | None = failure

@@ -8,16 +8,19 @@ import math
 import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import click
 from click.exceptions import NoArgsIsHelpError
 
-from .checkpoint import RunMode
 from .logs import LOGGER_NAME, RedactingFilter, Redactor
-from .pipeline import REPORTED, RunResult, run_pipeline
-from .settings import Settings
-from .stages import Progress
+
+# The pipeline is imported when a run starts, not when the command line parses its options.
+if TYPE_CHECKING:
+    from .checkpoint import RunMode
+    from .pipeline import RunResult
+    from .settings import Settings
+    from .stages import Progress
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 EXIT_SIGINT = 128 + signal.SIGINT
@@ -83,6 +86,10 @@ class Terminal:
         """Print ``error: message`` on stderr."""
         click.echo(f"error: {self.redact(message)}", err=True)
 
+    def warning(self, message: str) -> None:
+        """Print ``warning: message`` on stderr."""
+        click.echo(f"warning: {self.redact(message)}", err=True)
+
     def echo(self, message: str, *, err: bool = False) -> None:
         """Print a line on stdout (or stderr)."""
         click.echo(self.redact(message), err=err)
@@ -128,9 +135,12 @@ class Stopper:
 
 
 async def run_with_progress(
-    settings: Settings, console: Any, show_bar: bool, modes: RunModes, stopper: Stopper
+    settings: Settings, console: Any | None, modes: RunModes, stopper: Stopper
 ) -> RunResult:
-    if not show_bar:
+    """Run the pipeline, under a progress bar on ``console`` (a rich Console) if there is one."""
+    from .pipeline import run_pipeline
+
+    if console is None:
         return await run_pipeline(settings, stop=stopper.event, **modes)
     from rich.progress import (
         BarColumn,
@@ -171,6 +181,8 @@ async def run_with_progress(
 
 def stderr_logging(settings: Settings, console: Any | None) -> logging.Handler:
     """Log lines on stderr: warnings only under a progress bar, else at the run's level."""
+    from .pipeline import REPORTED
+
     handler: logging.Handler
     if console is not None:
         from rich.logging import RichHandler

@@ -1,4 +1,5 @@
-"""The record rules of a field table (``fields``), as pure functions over plain values.
+"""The record rules of a field table (``fields``; the README's "Output" states them), as pure
+functions over plain values.
 
 Nothing here does I/O or keeps state, so every rule is testable on its own and fast on the hot
 path (a processed customer is a plain dict in the export's key order). ``RecordRules`` builds

@@ -19,7 +19,7 @@ BASE_URL = "http://api.test"
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    """No developer environment or .env file leaks into a test."""
+    """No developer environment or .env file reaches the command line's settings in a test."""
     import os
 
     for name in list(os.environ):
@@ -42,12 +42,7 @@ def fast_settings(**overrides: Any) -> Settings:
         "transport": "httpx",
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
-
-
-@pytest.fixture
-def settings_factory() -> Callable[..., Settings]:
-    return fast_settings
+    return Settings(**values)
 
 
 @pytest.fixture

@@ -8,14 +8,17 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 from click.testing import CliRunner
 
+from customer_pipeline import Settings
 from customer_pipeline.cli import main
 
 from .conftest import SECRET_KEY
+from .helpers import simulator_process
 
 
 @pytest.mark.parametrize("command", [[], ["run"], ["simulate"], ["schema"]])
@@ -181,12 +184,12 @@ def test_simulate_on_a_busy_port_exits_2_naming_it() -> None:
 def test_an_unexpected_failure_is_one_error_line_and_exit_1(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from customer_pipeline import console
+    from customer_pipeline import pipeline
 
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError(f"internal state lost near {SECRET_KEY}")
 
-    monkeypatch.setattr(console, "run_pipeline", broken)
+    monkeypatch.setattr(pipeline, "run_pipeline", broken)
     result = CliRunner().invoke(
         main, ["run", "--api-key", SECRET_KEY, "--output-dir", str(tmp_path), "--no-progress"]
     )
@@ -269,7 +272,7 @@ sys.exit(getattr(importlib.import_module(module), attr)())
     [
         "import:click",  # the first import of the command line
         "import:aiohttp",  # the HTTP stack, deep in the package's imports
-        "call:settings.py:load_settings",
+        "call:config.py:load_settings",
         "call:cli.py:_run",  # the event loop runs, its signal handlers are not in place yet
     ],
 )
@@ -301,3 +304,172 @@ def test_no_command_shows_the_help_not_an_error() -> None:
     assert result.exit_code == 2
     assert result.output.startswith("Usage: ") and "Commands:" in result.output
     assert "error:" not in result.output
+
+
+@pytest.fixture
+def captured(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The settings `run` would run with; nothing is fetched."""
+    from customer_pipeline import cli
+
+    seen: list[Any] = []
+
+    async def no_run(settings: Any, **kwargs: Any) -> int:
+        seen.append(settings)
+        return 0
+
+    monkeypatch.setattr(cli, "_run", no_run)
+    return seen
+
+
+def test_every_source_setting_has_its_flag(captured: list[Any]) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["run", "--resource", "/v1/customers", "--paginator", "cursor", "--page-param", "p",
+         "--size-param", "limit", "--first-page", "0", "--offset-param", "skip",
+         "--cursor-param", "after", "--data-path", "", "--total-pages-path", "meta.pages",
+         "--total-path", "meta.count", "--next-path", "meta.next_cursor",
+         "--field", "id=uid", "--field", "email = contact.email"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (s,) = captured
+    assert (s.resource, s.paginator, s.page_param, s.size_param, s.first_page) == (
+        "/v1/customers", "cursor", "p", "limit", 0
+    )  # fmt: skip
+    assert (s.offset_param, s.cursor_param, s.data_path) == ("skip", "after", "")
+    assert (s.total_pages_path, s.total_path, s.next_path) == ("meta.pages", "meta.count",
+                                                               "meta.next_cursor")  # fmt: skip
+    assert s.field == {"id": "uid", "email": "contact.email"}
+    flags = {f"--{name.replace('_', '-')}" for name in Settings.model_fields} - {"--verify-tls"}
+    assert flags <= {opt for param in run_command().params for opt in param.opts}
+
+
+def run_command() -> Any:
+    return main.commands["run"]  # type: ignore[attr-defined]
+
+
+def test_the_paginator_choices_are_the_settings_ones() -> None:
+    from typing import get_args
+
+    from customer_pipeline.settings import Paginator
+
+    param = next(p for p in run_command().params if p.name == "paginator")
+    assert tuple(param.type.choices) == get_args(Paginator)
+
+
+@pytest.mark.parametrize("value", ["email", "=contact.email", ""])
+def test_a_field_flag_without_name_and_path_exits_2(value: str, captured: list[Any]) -> None:
+    result = CliRunner().invoke(main, ["run", "--field", value])
+    assert result.exit_code == 2
+    assert "error: Invalid value for '--field': expects NAME=PATH" in result.output
+    assert captured == []
+
+
+def test_run_help_shows_a_source_per_style_and_the_precedence() -> None:
+    text = CliRunner().invoke(main, ["run", "--help"]).output
+    assert "--paginator link --data-path '' --page-param _page --size-param _limit" in text
+    assert "--page-param _page --size-param _per_page --total-pages-path pages" in text
+    assert "--paginator cursor --next-path meta.next_cursor" in text
+    words = " ".join(text.split())
+    assert "highest first: flags, CUSTOMER_PIPELINE_<NAME> environment variables" in words
+    assert "a .env file in the working folder, the --config TOML file (keys" in words
+    assert "a [field] table for the field map), the defaults." in words
+
+
+def test_a_config_file_is_read_and_flags_override_it(
+    tmp_path: Path, captured: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "source.toml"
+    config.write_text('resource = "/users"\nseed = 5\nper_page = 7\n[field]\nid = "uid"\n')
+    config.chmod(0o600)
+    monkeypatch.setenv("CUSTOMER_PIPELINE_PER_PAGE", "8")
+    result = CliRunner().invoke(main, ["run", "--config", str(config), "--seed", "6"])
+    assert result.exit_code == 0, result.output
+    (s,) = captured
+    assert (s.resource, s.seed, s.per_page, s.field) == ("/users", 6, 8, {"id": "uid"})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("seed = \n", "error: cannot read {config}: not valid TOML: "),
+        ("sed = 5\n", "error: unknown key sed in {config} (line 1): did you mean seed?"),
+        ('seed = "five"\n', "error: invalid seed in {config} (line 1, key seed): "),
+    ],
+)
+def test_a_bad_config_file_exits_2_naming_it(
+    tmp_path: Path, captured: list[Any], text: str, message: str
+) -> None:
+    config = tmp_path / "source.toml"
+    config.write_text(text)
+    result = CliRunner().invoke(main, ["run", "--config", str(config)])
+    assert result.exit_code == 2
+    assert result.output.startswith(message.format(config=config)), result.output
+    assert "Traceback" not in result.output and captured == []
+
+
+def test_a_config_file_holding_the_key_for_all_to_read_is_warned_about(
+    tmp_path: Path, captured: list[Any]
+) -> None:
+    config = tmp_path / "source.toml"
+    config.write_text(f'api_key = "{SECRET_KEY}"\n')
+    config.chmod(0o644)
+    result = CliRunner().invoke(main, ["run", "--config", str(config)])
+    assert result.exit_code == 0
+    assert f"warning: {config} holds api_key and others can read it (mode 0644)" in result.output
+    assert SECRET_KEY not in result.output
+    assert captured[0].api_key.get_secret_value() == SECRET_KEY
+
+
+def test_a_source_in_one_toml_file_runs(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    config = tmp_path / "source.toml"
+    with simulator_process(
+        "--failure-rate", "0", "--latency-ms", "0", "--rate-limit", "0", "--total", "30",
+        "--per-page", "5", "--api-key", SECRET_KEY,
+    ) as url:  # fmt: skip
+        config.write_text(
+            f'base_url = "{url}"\napi_key = "{SECRET_KEY}"\nper_page = 5\nrate_limit = 0\n'
+            f'output_dir = "{out}"\n'
+        )
+        config.chmod(0o600)
+        result = CliRunner().invoke(main, ["run", "--config", str(config), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "Done: 30 customers" in result.output and SECRET_KEY not in result.output
+    assert orjson.loads((out / "summary_report.json").read_bytes())["api"]["requests"] == 6
+
+
+def imports_of(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run the command in a fresh interpreter; the modules it imported (``-X importtime``)."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "customer_pipeline", *args],
+        capture_output=True, text=True, timeout=120, cwd=cwd,
+    )  # fmt: skip
+    lines = proc.stderr.splitlines()
+    return proc, {line.rpartition("|")[2].strip() for line in lines if line.startswith("import")}
+
+
+def loaded(names: set[str], *packages: str) -> set[str]:
+    return {n for n in names if any(n == p or n.startswith(p + ".") for p in packages)}
+
+
+NEVER_FOR_A_PLAIN_RUN = (
+    "rich", "pygments", "customer_pipeline.simulator", "aiohttp.web", "customer_pipeline.models",
+    "pydantic", "dotenv", "tomllib",
+)  # fmt: skip
+
+
+def test_a_plain_run_imports_only_what_it_needs(tmp_path: Path) -> None:
+    with simulator_process("--failure-rate", "0", "--latency-ms", "0", "--rate-limit", "0") as url:
+        proc, names = imports_of(
+            "run", "--base-url", url, "--rate-limit", "0", "--no-progress", cwd=tmp_path
+        )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {"aiohttp", "httpx", "customer_pipeline.pipeline"} <= names  # it did run
+    assert loaded(names, *NEVER_FOR_A_PLAIN_RUN) == set()
+
+
+def test_help_imports_no_http_stack_and_no_pydantic(tmp_path: Path) -> None:
+    proc, names = imports_of("run", "--help", cwd=tmp_path)
+    assert proc.returncode == 0 and "click" in names
+    heavy = ("httpx", "aiohttp", "anyio", "pydantic", "rich", "customer_pipeline.pipeline")
+    assert loaded(names, *heavy) == set()

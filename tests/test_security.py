@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 from click.testing import CliRunner
-from pydantic import SecretStr
 
 from customer_pipeline import ApiError, PipelineError, ReqresClient, run_pipeline
 from customer_pipeline.cli import main
+from customer_pipeline.settings import Secret
 from customer_pipeline.transport import make_http_client
 
 from .conftest import SECRET_KEY, fast_settings
@@ -185,7 +185,7 @@ async def test_a_key_that_bypassed_the_settings_stays_out_of_the_log_in_any_spel
     base, _ = await simulator()
     # model_copy skips validation, as a caller building Settings by hand might.
     settings = fast_settings(base_url=base, output_dir=tmp_path, max_retries=0).model_copy(
-        update={"api_key": SecretStr(SECRET_KEY + "\r")}
+        update={"api_key": Secret(SECRET_KEY + "\r")}
     )
     with pytest.raises(PipelineError):
         await run_pipeline(settings)
