@@ -21,9 +21,9 @@ from .errors import (
     ResponseTooLargeError,
     RetryableError,
 )
-from .paging import Page
 from .pipeline import RunResult, run_pipeline, stream_customers
 from .settings import Settings, load_settings
+from .sources import Page
 from .stages import Progress
 
 __all__ = [

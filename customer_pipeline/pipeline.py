@@ -20,13 +20,13 @@ from .client import ReqresClient
 from .dedup import SortedSpool
 from .errors import Interrupted, OutputError, PageFetchError, PipelineError
 from .logs import run_logging
-from .paging import Page, StopSignal
+from .observe import ApiStats, Bus, ProgressCallback, ProgressTracker
 from .report import business_summary, export_metadata, quality_summary, utc_now
 from .rules import Rejected, process
 from .settings import Settings
+from .sources import Page, Source, StopSignal, open_source
 from .stages import (
     Batch,
-    ProgressCallback,
     StageCounters,
     dedup_stage,
     enrich_stage,
@@ -138,12 +138,12 @@ def _reported() -> Iterator[None]:
 
 async def _stages(
     settings: Settings,
-    client: ReqresClient,
+    source: Source,
     checkpoint: Checkpoint,
     counters: StageCounters,
     rejected: RejectedWriter,
     spool: SortedSpool,
-    on_progress: ProgressCallback | None,
+    bus: Bus,
     stop: StopSignal | None,
 ) -> None:
     """Run the four stages in one task group until the last page is spooled."""
@@ -154,14 +154,15 @@ async def _stages(
     finished = anyio.Event()
 
     async def last_stage() -> None:
-        await dedup_stage(enriched_rx, spool, counters)
+        await dedup_stage(enriched_rx, spool, counters, bus)
         finished.set()
 
     try:
         async with checkpoint.committing(), anyio.create_task_group() as group:
-            group.start_soon(fetch_stage, client, pages_tx, counters, on_progress, checkpoint, stop)
-            group.start_soon(validate_stage, pages_rx, scored_tx, rejected, counters)
-            group.start_soon(enrich_stage, scored_rx, enriched_tx, settings.seed, counters)
+            group.start_soon(fetch_stage, source, pages_tx, counters, bus, checkpoint, stop)
+            group.start_soon(validate_stage, pages_rx, scored_tx, rejected, counters,
+                             source.records, bus)  # fmt: skip
+            group.start_soon(enrich_stage, scored_rx, enriched_tx, settings.seed, counters, bus)
             group.start_soon(last_stage)
             if stop is not None:
                 group.start_soon(_cancel_after_stop, stop, finished, group.cancel_scope)
@@ -211,12 +212,15 @@ async def _run(
         settings.transport,
     )
     counters = StageCounters()
+    bus = Bus()
+    stats = ApiStats().attach(bus)
+    ProgressTracker(on_progress).attach(bus)
     outputs = RunOutputs(out)
     spool = SortedSpool(out)
     try:
-        async with ReqresClient(settings, http=http) as client:
-            await _stages(settings, client, checkpoint, counters, outputs.rejected, spool,
-                          on_progress, stop)  # fmt: skip
+        async with open_source(settings, bus, http=http) as source:
+            await _stages(settings, source, checkpoint, counters, outputs.rejected, spool, bus,
+                          stop)  # fmt: skip
         if stop is not None and stop.is_set():
             recorded = len(checkpoint)
             if recorded:
@@ -227,8 +231,8 @@ async def _run(
                            "same command again to start over")  # fmt: skip
             raise Interrupted(message, pages_recorded=recorded)
         fetched_at = time.perf_counter()
-        failed_pages = sorted(client.failed_pages)
-        reasons = client.incomplete_reasons()
+        failed_pages = sorted(source.failed)
+        reasons = source.incomplete_reasons()
         complete = not reasons
         for reason in reasons:
             log.warning("incomplete: %s", reason)
@@ -277,8 +281,8 @@ async def _run(
         "quality": quality,
         "business_fields": business_summary(spool.code_counts),
         "api": {
-            **client.stats.as_dict(),
-            "total_pages": client.total_pages,
+            **stats.as_dict(),
+            "total_pages": source.total_units,
             "failed_pages": failed_pages,
         },
         "timings": {
@@ -300,8 +304,8 @@ async def _run(
         quality["bands"]["low_quality"],
         spool.duplicates,
         counters.rejected,
-        client.stats.requests,
-        client.stats.retries,
+        stats.requests,
+        stats.retries,
         elapsed,
     )
     return RunResult(

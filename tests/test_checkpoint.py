@@ -54,7 +54,7 @@ def committed_pages(out: Path) -> list[int]:
     """Page numbers another process would see: read-only, so never the writer's transaction."""
     db = sqlite3.connect(f"file:{out / CHECKPOINT_FILE}?mode=ro", uri=True)
     try:
-        return [n for (n,) in db.execute("SELECT number FROM pages ORDER BY number")]
+        return [n for (n,) in db.execute("SELECT number FROM units ORDER BY number")]
     finally:
         db.close()
 
@@ -261,10 +261,10 @@ def corrupt_fingerprint(value: str) -> Callable[[Path], None]:
     return spoil
 
 
-def other_pages_schema(path: Path) -> None:
+def other_units_schema(path: Path) -> None:
     db = sqlite3.connect(path)
-    db.execute("DROP TABLE pages")
-    db.execute("CREATE TABLE pages (n INTEGER, payload TEXT)")
+    db.execute("DROP TABLE units")
+    db.execute("CREATE TABLE units (n INTEGER, payload TEXT)")
     db.commit()
     db.close()
 
@@ -300,7 +300,7 @@ def cli_run(url: str, out: Path, *extra: str) -> Any:
     [
         (corrupt_fingerprint("{not json"), "not JSON"),
         (corrupt_fingerprint("[1, 2]"), "not a JSON object"),
-        (other_pages_schema, "pages table"),
+        (other_units_schema, "units table"),
         (not_sqlite, "not a database"),
         (a_folder, "folder"),
     ],
@@ -327,7 +327,7 @@ async def test_a_corrupt_page_found_while_resuming_names_restart(tmp_path: Path)
         first = await run_pipeline(fast_settings(output_dir=tmp_path, max_retries=0))
     assert first.exit_code == 3
     db = sqlite3.connect(tmp_path / CHECKPOINT_FILE)
-    db.execute("UPDATE pages SET body = ? WHERE number = 3", (b'{"data": [{"id": 1',))
+    db.execute("UPDATE units SET body = ? WHERE number = 3", (b'{"data": [{"id": 1',))
     db.commit()
     db.close()
     with (

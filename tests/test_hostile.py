@@ -26,7 +26,7 @@ from customer_pipeline import (
     ResponseTooLargeError,
     run_pipeline,
 )
-from customer_pipeline.transport import SeamTransport
+from customer_pipeline.http.transport import SeamTransport
 
 from .conftest import BASE_URL, fast_settings
 from .hostile_server import (

@@ -54,7 +54,7 @@ def wait_for_pages(out: Path, at_least: int, timeout: float = 30) -> None:
         try:  # read-only: never create the file before the run does
             db = sqlite3.connect(f"file:{out / CHECKPOINT_FILE}?mode=ro", uri=True)
             try:
-                if db.execute("SELECT count(*) FROM pages").fetchone()[0] >= at_least:
+                if db.execute("SELECT count(*) FROM units").fetchone()[0] >= at_least:
                     return
             finally:
                 db.close()

@@ -19,8 +19,8 @@ from typing import Any, Final
 import aiohttp
 import httpx
 
-from ._version import __version__
-from .settings import Settings
+from .._version import __version__
+from ..settings import Settings
 
 DEFAULT_HEADERS: Final = {
     "user-agent": f"customer-pipeline/{__version__}",
