@@ -216,6 +216,9 @@ class _Chain(_Listing):
         self._next_name = settings.next_path
         self._first = f"{self.url}?{self._size}"
 
+    def random_access(self, first: Page) -> bool:
+        return False
+
     def _next_value(self, doc: Any) -> Any:
         """What next_path holds; None when the chain ends there (missing, null or empty)."""
         value = dig(doc, self.next_path)
