@@ -17,7 +17,7 @@ from .fetcher import (
     origin_of,
     parse_retry_after,
 )
-from .transport import make_http_client
+from .transport import make_http_client, make_transport
 
 __all__ = [
     "FetchPolicy",
@@ -27,6 +27,7 @@ __all__ = [
     "Response",
     "clip",
     "make_http_client",
+    "make_transport",
     "origin_of",
     "parse_retry_after",
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import logging
 import time
 import zlib
@@ -151,11 +152,11 @@ def origin_of(url: str) -> str:
 
 
 class Fetcher:
-    """Fetches requests under one policy; ``async with`` is not needed, the client is lent."""
+    """Fetches requests under one policy, through a transport or a client lent to it."""
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: httpx.AsyncClient | httpx.AsyncBaseTransport,
         policy: FetchPolicy,
         bus: Bus,
         *,
@@ -166,7 +167,11 @@ class Fetcher:
     ) -> None:
         self.policy = policy
         self.bus = bus
-        self._http = http
+        self._exchange: Callable[[httpx.Request], Awaitable[httpx.Response]]
+        if isinstance(http, httpx.AsyncClient):  # a caller's client: its hooks and mocks apply
+            self._exchange = functools.partial(http.send, stream=True)
+        else:
+            self._exchange = http.handle_async_request
         self._sleep = sleep
         self._clock = clock
         self._semaphore = asyncio.Semaphore(policy.concurrency)
@@ -318,7 +323,7 @@ class Fetcher:
         deadline = asyncio.timeout(self._deadline)
         try:
             async with deadline:
-                response = await self._http.send(message, stream=True)
+                response = await self._exchange(message)
                 try:
                     status = response.status_code
                     if status == 200:

@@ -29,7 +29,7 @@ from ..errors import (
     BadRequestError,
     PageFetchError,
 )
-from ..http import Fetcher, FetchPolicy, GaveUp, Response, make_http_client
+from ..http import Fetcher, FetchPolicy, GaveUp, Response, make_transport
 from ..http.fetcher import drop_frames
 from ..observe import Bus, UnitFailed, UnitFetched, UnitsKnown
 from ..settings import Settings
@@ -284,8 +284,8 @@ async def open_source(
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[Source]:
-    """The source the settings describe, on ``http`` (or a client of its own, closed after)."""
-    client = http if http is not None else make_http_client(settings)
+    """The source the settings describe, on ``http`` (or a transport of its own, closed after)."""
+    client = http if http is not None else make_transport(settings)
     try:
         fetcher = Fetcher(client, FetchPolicy.from_settings(settings), bus,
                           api_key=settings.api_key.get_secret_value(),
