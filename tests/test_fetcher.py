@@ -1,4 +1,4 @@
-"""The fetcher (policy over bytes) and the event bus its figures travel on."""
+"""The fetcher: policy over bytes, whatever the URL and the body."""
 
 from __future__ import annotations
 
@@ -11,14 +11,7 @@ import respx
 
 from customer_pipeline import AuthError, InvalidBodyError
 from customer_pipeline.http import Fetcher, FetchPolicy, GaveUp, Request, Response
-from customer_pipeline.observe import (
-    ApiStats,
-    Bus,
-    RequestDone,
-    RequestStarted,
-    Retrying,
-    UnitFetched,
-)
+from customer_pipeline.observe import ApiStats, Bus
 
 from .conftest import SECRET_KEY
 
@@ -104,30 +97,3 @@ async def test_the_key_goes_only_to_its_own_origin() -> None:
             await f.fetch(Request(url, "a page"), body_of)
     keyed = [call.request.headers.get("x-api-key") == SECRET_KEY for call in respx.calls]
     assert keyed == [True, True, False, False, False, False]
-
-
-def test_the_bus_hands_each_event_to_the_subscribers_of_its_type_only() -> None:
-    bus = Bus()
-    got: list[object] = []
-    bus.subscribe(RequestDone, got.append)
-    bus.subscribe(RequestDone, lambda e: got.append("second"))
-    bus.subscribe(Retrying, got.append)
-    done = RequestDone(200, None, 0.1, 10)
-    bus.emit(done)
-    bus.emit(RequestStarted(1))  # nobody listens: dropped
-    assert got == [done, "second"]
-    assert bus.wants(RequestDone) and not bus.wants(UnitFetched)
-
-
-def test_api_stats_count_the_events_as_the_report_shows_them() -> None:
-    bus = Bus()
-    stats = ApiStats().attach(bus)
-    for event in [RequestStarted(1), RequestStarted(2), RequestDone(429, "429", 0.1, 0),
-                  RequestDone(200, None, 0.2, 300), RequestStarted(1),
-                  RequestDone(None, "ReadTimeout", 0.1, 0), UnitFetched(1, 6)]:  # fmt: skip
-        bus.emit(event)
-    figures = stats.as_dict()
-    assert figures["requests"] == 3 and figures["max_in_flight"] == 2
-    assert figures["successes"] == 1 and figures["bytes_received"] == 300
-    assert figures["failures_by_status"] == {"429": 1, "ReadTimeout": 1}
-    assert figures["rate_limited_429"] == 1 and figures["pages_fetched"] == 1

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import respx
 
-from customer_pipeline import ApiUnreachableError, AuthError, ReqresClient
+from customer_pipeline import ApiUnreachableError, AuthError, ReqresClient, run_pipeline
 
 from .conftest import BASE_URL, SECRET_KEY, fast_settings
 
@@ -222,3 +224,23 @@ async def test_a_link_chain_without_last_resolves_relative_links() -> None:
         numbers, client = await walk(paginator="link", data_path="", concurrency=4)
     assert numbers == [1, 2, 3, 4] and route.call_count == 4
     assert client.stats.max_in_flight == 1 and client.total_pages == 4
+
+
+async def test_a_rejected_nested_record_is_written_as_sent_wide_ids_whole(tmp_path: Path) -> None:
+    huge = 10**29
+    body = (b'[{"uid": "7", "contact": {"email": "a@b.io"}}, {"uid": "user-8", "x": {"y": 1}},'
+            b' {"uid": %d, "contact": {"email": "c@d.io"}}]' % huge)  # fmt: skip
+    with respx.mock:
+        respx.get(USERS).mock(return_value=httpx.Response(200, content=body))
+        result = await run_pipeline(fast_settings(
+            output_dir=tmp_path, data_path="", max_pages=1,
+            field={"id": "uid", "email": "contact.email"}))  # fmt: skip
+    assert result.customers == 1 and result.rejected == 2
+    assert result.rejected_path is not None
+    lines = [json.loads(line) for line in result.rejected_path.read_text().splitlines()]
+    assert lines == [
+        {"page": 1, "position": 1, "reason": "id is not an integer",
+         "record": {"uid": "user-8", "x": {"y": 1}}},
+        {"page": 1, "position": 2, "reason": f"id {huge} is larger than 2**63-1",
+         "record": {"uid": huge, "contact": {"email": "c@d.io"}}},
+    ]  # fmt: skip
