@@ -29,9 +29,9 @@ if TYPE_CHECKING:
     from .client import ApiStats, ReqresClient
     from .config import load_settings
     from .models import Customer
-    from .paging import Page
     from .pipeline import RunResult, run_pipeline, stream_customers
     from .settings import Settings
+    from .sources import Page
     from .stages import Progress
 
 # Each public name's module, imported on first use: the command line then starts before the
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 _HOMES = {
     "ApiStats": "client",
     "Customer": "models",
-    "Page": "paging",
+    "Page": "sources",
     "Progress": "stages",
     "ReqresClient": "client",
     "RunMode": "checkpoint",

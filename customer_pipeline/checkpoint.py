@@ -1,13 +1,17 @@
-"""The run's checkpoint: every completed page, durably, so a killed run can resume.
+"""The run's checkpoint: every completed unit, durably, so a killed run can resume.
 
 An SQLite file in the output folder (WAL journal, so what is committed survives ``kill -9``
-at any moment). Pages are committed in small groups by a timer, within COMMIT_EVERY_S of the
-first page of the group: one commit per page cost more than the request itself on a fast API,
-and waiting for the next page to commit would leave a page before a stall uncommitted. A kill
-loses at most the last group, which a resumed run simply fetches again. It holds the raw page
-bodies as the API sent them and the settings that shape the result, never the API key; a run
-kept after it finished is marked complete. A resumed run replays the recorded pages through the
-same stages and fetches only the others, so it writes exactly what an uninterrupted run would.
+at any moment). One row per unit of the walk: its number, the request state that fetches it
+again (a chain's cursor or URL; none where the number says it all), the response headers its
+paginator reads (a Link header) and the body as the API sent it. Units are committed in small
+groups by a timer, within COMMIT_EVERY_S of the first unit of the group: one commit per unit
+cost more than the request itself on a fast API, and waiting for the next unit to commit would
+leave a unit before a stall uncommitted. A kill
+loses at most the last group, which a resumed run simply fetches again. It holds the raw bodies
+and the settings that shape the result, never the API key; a run kept after it finished is
+marked complete. A resumed run replays the recorded units through the same stages and fetches
+only the others (a chain goes on from its last recorded unit), so it writes exactly what an
+uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -17,16 +21,16 @@ import logging
 import shutil
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Final, Literal, get_args
+from typing import Any, Final, Literal, get_args
 
 import anyio
 import orjson
 
 from .errors import CheckpointError, ConfigError, InvalidBodyError, OutputError
-from .paging import Page, parse_envelope
 from .settings import Settings
+from .sources import Page
 
 log = logging.getLogger("customer_pipeline.checkpoint")
 
@@ -35,11 +39,17 @@ RunMode = Literal["new", "resume", "restart"]
 discard it. A checkpoint kept after a complete run never blocks a new run."""
 RUN_MODES: Final = get_args(RunMode)
 CHECKPOINT_FILE: Final = ".checkpoint.sqlite3"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 COMMIT_EVERY_S: Final = 0.05
 # The settings that change which customers come out, or their values.
-FINGERPRINT_FIELDS: Final = ("base_url", "per_page", "seed")
-COLUMNS: Final = {"meta": ["key", "value"], "pages": ["number", "body"]}
+FINGERPRINT_FIELDS: Final = (
+    "base_url", "per_page", "seed", "resource", "paginator", "page_param", "size_param",
+    "first_page", "offset_param", "cursor_param", "data_path", "total_pages_path",
+    "total_path", "next_path", "field",
+)  # fmt: skip
+COLUMNS: Final = {"meta": ["key", "value"], "units": ["number", "state", "headers", "body"]}
+Reread = Callable[[int, str | None, dict[str, str] | None, bytes], Page]
+"""Reads a recorded unit again: (number, state, headers, body) -> its page."""
 
 
 def check_mode(mode: str) -> None:
@@ -65,7 +75,7 @@ def unreadable(path: Path, why: str) -> CheckpointError:
 
 
 class Checkpoint:
-    """Completed pages of one run, recorded as they arrive."""
+    """Completed units of one run, recorded as they arrive."""
 
     def __init__(self, path: Path, connection: sqlite3.Connection, resumed: bool) -> None:
         self.path = path
@@ -125,7 +135,10 @@ class Checkpoint:
             # One transaction, so a kill never leaves a checkpoint without its fingerprint.
             db.execute("BEGIN")
             db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
-            db.execute("CREATE TABLE pages (number INTEGER PRIMARY KEY, body BLOB)")
+            db.execute(
+                "CREATE TABLE units (number INTEGER PRIMARY KEY, state TEXT, headers TEXT, "
+                "body BLOB)"
+            )
             db.execute(
                 "INSERT INTO meta VALUES ('fingerprint', ?)",
                 (orjson.dumps(fingerprint(settings)).decode(),),
@@ -205,19 +218,19 @@ class Checkpoint:
             )
 
     def __len__(self) -> int:
-        return int(self._db.execute("SELECT count(*) FROM pages").fetchone()[0])
-
-    def done(self) -> set[int]:
-        """Numbers of the pages already recorded."""
-        return {number for (number,) in self._db.execute("SELECT number FROM pages")}
+        return int(self._db.execute("SELECT count(*) FROM units").fetchone()[0])
 
     def record(self, page: Page) -> None:
-        """Record one completed page; committed within COMMIT_EVERY_S."""
+        """Record one completed unit; committed within COMMIT_EVERY_S."""
+        headers = None if page.headers is None else orjson.dumps(dict(page.headers)).decode()
         try:
             if not self._open_transaction:
                 self._db.execute("BEGIN")
                 self._open_transaction = True
-            self._db.execute("INSERT OR REPLACE INTO pages VALUES (?, ?)", (page.number, page.body))
+            self._db.execute(
+                "INSERT OR REPLACE INTO units VALUES (?, ?, ?, ?)",
+                (page.number, page.state, headers, page.body),
+            )
         except sqlite3.Error as exc:
             raise self._failed(exc) from None
         recorded = self._recorded
@@ -280,26 +293,36 @@ class Checkpoint:
         self.complete = True
         self.total_pages = total_pages
 
-    def replay(self, per_page: int) -> Iterator[Page]:
-        """The recorded pages, by number, parsed again from their bodies."""
+    def replay(self, reread: Reread) -> Iterator[Page]:
+        """The recorded units, by number, read again by ``reread`` (the source's)."""
         try:
-            rows = self._db.execute("SELECT number, body FROM pages ORDER BY number")
-            for number, body in rows:
-                if isinstance(body, str):
-                    body = body.encode()
-                if not isinstance(body, bytes):
-                    raise unreadable(self.path, f"stored page {number} has no body")
-                try:
-                    records, total_pages = parse_envelope(
-                        body, url=f"checkpoint page {number}", per_page=per_page
-                    )
-                except InvalidBodyError:
-                    raise unreadable(
-                        self.path, f"stored page {number} is not a listing body"
-                    ) from None
-                yield Page(number, records, total_pages, body)
+            rows = self._db.execute(
+                "SELECT number, state, headers, body FROM units ORDER BY number"
+            )
+            for number, state, headers, body in rows:
+                yield self._reread(reread, number, state, headers, body)
         except sqlite3.Error as exc:
             raise unreadable(self.path, str(exc)) from None
+
+    def _reread(self, reread: Reread, number: Any, state: Any, headers: Any, body: Any) -> Page:
+        if isinstance(body, str):
+            body = body.encode()
+        if not isinstance(body, bytes):
+            raise unreadable(self.path, f"stored page {number} has no body")
+        if not isinstance(number, int) or not isinstance(state, str | None):
+            raise unreadable(self.path, f"stored page {number!r} has a malformed key")
+        kept: dict[str, str] | None = None
+        if headers is not None:
+            try:
+                kept = orjson.loads(headers)
+            except orjson.JSONDecodeError:
+                kept = None
+            if not isinstance(kept, dict) or not all(isinstance(v, str) for v in kept.values()):
+                raise unreadable(self.path, f"stored page {number} has malformed headers")
+        try:
+            return reread(number, state, kept, body)
+        except InvalidBodyError:
+            raise unreadable(self.path, f"stored page {number} is not a listing body") from None
 
     def close(self) -> None:
         """Commit what is recorded and close."""

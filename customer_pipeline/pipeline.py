@@ -24,18 +24,17 @@ import httpx
 from . import sinks
 from ._version import __version__
 from .checkpoint import Checkpoint, RunMode, check_mode
-from .client import ReqresClient
 from .dedup import SortedSpool
 from .errors import IncompleteError, Interrupted, OutputError, PageFetchError, PipelineError
 from .logs import run_logging
-from .paging import Page, StopSignal
+from .observe import ApiStats, Bus, ProgressCallback, ProgressTracker
 from .report import business_summary, export_metadata, quality_summary, utc_now
 from .settings import Settings
 from .sinks import RunMetadata, Sink, abort_all, batches, commit_all
 from .sinks.json_document import CUSTOMERS_FILE
+from .sources import Page, Source, StopSignal, open_source
 from .stages import (
     Batch,
-    ProgressCallback,
     StageCounters,
     dedup_stage,
     enrich_stage,
@@ -147,12 +146,12 @@ def _reported() -> Iterator[None]:
 
 async def _stages(
     settings: Settings,
-    client: ReqresClient,
+    source: Source,
     checkpoint: Checkpoint | None,
     counters: StageCounters,
     rejected: RejectedWriter,
     spool: SortedSpool,
-    on_progress: ProgressCallback | None,
+    bus: Bus,
     stop: StopSignal | None,
 ) -> None:
     """Run the four stages in one task group until the last page is spooled."""
@@ -163,7 +162,7 @@ async def _stages(
     finished = anyio.Event()
 
     async def last_stage() -> None:
-        await dedup_stage(enriched_rx, spool, counters)
+        await dedup_stage(enriched_rx, spool, counters, bus)
         finished.set()
 
     try:
@@ -171,9 +170,10 @@ async def _stages(
             checkpoint.committing() if checkpoint is not None else contextlib.nullcontext(),
             anyio.create_task_group() as group,
         ):
-            group.start_soon(fetch_stage, client, pages_tx, counters, on_progress, checkpoint, stop)
-            group.start_soon(validate_stage, pages_rx, scored_tx, rejected, counters)
-            group.start_soon(enrich_stage, scored_rx, enriched_tx, settings.seed, counters)
+            group.start_soon(fetch_stage, source, pages_tx, counters, bus, checkpoint, stop)
+            group.start_soon(validate_stage, pages_rx, scored_tx, rejected, counters,
+                             source.records, bus)  # fmt: skip
+            group.start_soon(enrich_stage, scored_rx, enriched_tx, settings.seed, counters, bus)
             group.start_soon(last_stage)
             if stop is not None:
                 group.start_soon(_cancel_after_stop, stop, finished, group.cancel_scope)
@@ -223,15 +223,18 @@ async def _run(
         settings.transport,
     )
     counters = StageCounters()
+    bus = Bus()
+    stats = ApiStats().attach(bus)
+    ProgressTracker(on_progress).attach(bus)
     outputs = RunOutputs(out, sinks.output_files())
     chosen = sinks.create(_sink_targets(settings), outputs, settings)
     spool = SortedSpool(out)
     try:
         for sink in chosen:  # before the first request: a sink that cannot work fails fast
             await sink.open()
-        async with ReqresClient(settings, http=http) as client:
-            await _stages(settings, client, checkpoint, counters, outputs.rejected, spool,
-                          on_progress, stop)  # fmt: skip
+        async with open_source(settings, bus, http=http) as source:
+            await _stages(settings, source, checkpoint, counters, outputs.rejected, spool, bus,
+                          stop)  # fmt: skip
         if stop is not None and stop.is_set():
             recorded = len(checkpoint)
             if recorded:
@@ -242,8 +245,8 @@ async def _run(
                            "same command again to start over")  # fmt: skip
             raise Interrupted(message, pages_recorded=recorded)
         fetched_at = time.perf_counter()
-        failed_pages = sorted(client.failed_pages)
-        reasons = client.incomplete_reasons()
+        failed_pages = sorted(source.failed)
+        reasons = source.incomplete_reasons()
         complete = not reasons
         for reason in reasons:
             log.warning("incomplete: %s", reason)
@@ -291,8 +294,8 @@ async def _run(
         "quality": quality,
         "business_fields": business_summary(spool.code_counts),
         "api": {
-            **client.stats.as_dict(),
-            "total_pages": client.total_pages,
+            **stats.as_dict(),
+            "total_pages": source.total_units,
             "failed_pages": failed_pages,
         },
         "timings": {
@@ -314,8 +317,8 @@ async def _run(
         quality["bands"]["low_quality"],
         spool.duplicates,
         counters.rejected,
-        client.stats.requests,
-        client.stats.retries,
+        stats.requests,
+        stats.retries,
         elapsed,
     )
     return RunResult(
@@ -365,17 +368,18 @@ async def stream_customers(
     counters = StageCounters()
     spool = SortedSpool(Path(tempfile.gettempdir()))
     try:
-        async with ReqresClient(settings, http=http) as client:
-            await _stages(settings, client, None, counters, _LoggedRejects(), spool, None, None)
+        async with open_source(settings, Bus(), http=http) as source:
+            await _stages(settings, source, None, counters, _LoggedRejects(), spool, source.bus,
+                          None)  # fmt: skip
         for batch in batches(spool.winners()):
             for customer in batch.records():
                 yield customer
     finally:
         spool.close()
-    failed = sorted(client.failed_pages)
-    reasons = client.incomplete_reasons()
+    failed = sorted(source.failed)
+    reasons = source.incomplete_reasons()
     if failed:
-        first = client.failed_pages[failed[0]]
+        first = source.failed[failed[0]]
         raise PageFetchError(
             f"incomplete: {'; '.join(reasons)}; first failure: {first}",
             page=failed[0],

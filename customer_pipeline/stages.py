@@ -7,10 +7,8 @@ one stage cancels the task group. Records cross stage boundaries a page at a tim
 
 from __future__ import annotations
 
-import json
-import logging
+import contextlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,14 +17,23 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._streams import items, put
 from .checkpoint import Checkpoint
-from .client import ReqresClient
 from .dedup import SortedSpool, summary_code
-from .paging import Page, PageSummary, StopSignal
+from .observe import Bus, PageDone, Progress, ProgressCallback, RecordRejected, StageTimed
 from .rules import Rejected, enrich, validate_and_score
+from .sources import Page, Recorded, Records, Source, StopSignal
 from .writer import RejectedWriter
 
-log = logging.getLogger("customer_pipeline.stages")
-PROGRESS_LOG_EVERY_S = 2.0
+__all__ = [
+    "Batch",
+    "Progress",
+    "ProgressCallback",
+    "StageCounters",
+    "dedup_stage",
+    "enrich_stage",
+    "fetch_stage",
+    "score_page",
+    "validate_stage",
+]
 
 
 @dataclass(slots=True)
@@ -35,18 +42,6 @@ class Batch:
 
     page: int
     customers: list[tuple[int, dict[str, Any]]]
-
-
-@dataclass
-class Progress:
-    """A snapshot for progress displays."""
-
-    pages_done: int
-    pages_total: int | None
-    records: int
-    retries: int
-    rate_limited: int
-    failed_pages: int
 
 
 @dataclass
@@ -62,14 +57,11 @@ class StageCounters:
     )
 
 
-ProgressCallback = Callable[[Progress], None]
-
-
 async def fetch_stage(
-    client: ReqresClient,
+    source: Source,
     send: MemoryObjectSendStream[Page],
     counters: StageCounters,
-    on_progress: ProgressCallback | None = None,
+    bus: Bus,
     checkpoint: Checkpoint | None = None,
     stop: StopSignal | None = None,
 ) -> None:
@@ -79,84 +71,55 @@ async def fetch_stage(
     complete run is only replayed.
     """
     started = time.perf_counter()
-    progress = _ProgressLog(client, counters, on_progress)
-    done: dict[int, PageSummary] = {}
+    recorded = Recorded()
+    emit = bus.emit
     async with send:
         if checkpoint is not None and checkpoint.resumed:
-            for page in checkpoint.replay(client.settings.per_page):
+            for page in checkpoint.replay(source.reread):
                 # What each page held, not its records: the resumed walk ends where the
                 # first one did, and memory stays small.
-                done[page.number] = PageSummary(not page.records, page.total_pages)
+                recorded.add(page)
                 counters.replayed_pages += 1
                 counters.raw_records += len(page.records)
-                progress.page_done()
+                emit(PageDone(page.number, len(page.records), True))
                 await put(send, page)
-        if checkpoint is not None and checkpoint.complete:  # a finished run: nothing to fetch
-            client.total_pages = checkpoint.total_pages
-        else:
-            async for page in client.iter_pages(skip=done, stop=stop):
+            if checkpoint.complete:  # a finished run: nothing to fetch
+                recorded.finish(checkpoint.total_pages)
+        async with contextlib.aclosing(source.pages(recorded=recorded, stop=stop)) as pages:
+            async for page in pages:
                 if checkpoint is not None:
                     checkpoint.record(page)
                 counters.raw_records += len(page.records)
-                progress.page_done()
+                emit(PageDone(page.number, len(page.records), False))
                 await put(send, page)
     counters.seconds["fetch"] = time.perf_counter() - started
+    emit(StageTimed("fetch", counters.seconds["fetch"]))
 
 
-class _ProgressLog:
-    """Progress to a callback after every page, and to the log every few seconds."""
-
-    def __init__(
-        self, client: ReqresClient, counters: StageCounters, callback: ProgressCallback | None
-    ) -> None:
-        self.client = client
-        self.counters = counters
-        self.callback = callback
-        self.pages = 0
-        self.last_log = time.perf_counter()
-
-    def page_done(self) -> None:
-        self.pages += 1
-        client = self.client
-        snapshot = Progress(
-            self.pages,
-            client.total_pages,
-            self.counters.raw_records,
-            client.stats.retries,
-            client.stats.rate_limited,
-            len(client.failed_pages),
-        )
-        if self.callback is not None:
-            self.callback(snapshot)
-        now = time.perf_counter()
-        if now - self.last_log >= PROGRESS_LOG_EVERY_S:
-            self.last_log = now
-            log.info(
-                "progress: %d/%s pages, %d records, %d retries, %d failed pages",
-                snapshot.pages_done,
-                snapshot.pages_total if snapshot.pages_total is not None else "?",
-                snapshot.records,
-                snapshot.retries,
-                snapshot.failed_pages,
-            )
-
-
-def score_page(page: Page, rejected: RejectedWriter) -> Batch:
-    """Validate and score one page's records; the unusable ones go to ``rejected``."""
+def score_page(
+    page: Page,
+    rejected: RejectedWriter,
+    records: Records,
+    bus: Bus | None = None,
+) -> Batch:
+    """Validate and score one page's records; the unusable ones go to ``rejected`` as sent."""
+    shape = records.shape
     customers: list[tuple[int, dict[str, Any]]] = []
     as_sent: list[Any] | None = None
     for position, raw in enumerate(page.records):
         try:
-            customers.append((position, validate_and_score(raw)))
+            customers.append((position, validate_and_score(raw if shape is None else shape(raw))))
         except Rejected as exc:
             reason = exc.reason
-            if _maybe_wide_id(raw):
+            if _maybe_wide_id(raw if shape is None else shape(raw)):
                 if as_sent is None:
-                    as_sent = _records_as_sent(page)
+                    as_sent = records.as_sent(page.body, page.records)
                 if position < len(as_sent):
                     raw = as_sent[position]
-                    reason = _reason(raw, reason)
+                    reason = _reason(raw if shape is None else shape(raw), reason)
             rejected.write(page.number, position, reason, raw)
+            if bus is not None:
+                bus.emit(RecordRejected(page.number, position, reason))
     return Batch(page.number, customers)
 
 
@@ -166,20 +129,6 @@ def _maybe_wide_id(raw: Any) -> bool:
         return False
     value = raw.get("id")
     return isinstance(value, float) and value.is_integer() and abs(value) >= 2**63
-
-
-def _records_as_sent(page: Page) -> list[Any]:
-    """The page's records read again by the stdlib, which keeps wide integers whole.
-
-    Only for a page with a rejected float id, so the hot path never pays for it; if even
-    that reading fails, the records stay as orjson read them.
-    """
-    try:
-        doc = json.loads(page.body)
-    except (ValueError, RecursionError):
-        return page.records
-    records = doc.get("data") if isinstance(doc, dict) else None
-    return records if isinstance(records, list) else page.records
 
 
 def _reason(raw: Any, fallback: str) -> str:
@@ -196,15 +145,19 @@ async def validate_stage(
     send: MemoryObjectSendStream[Batch],
     rejected: RejectedWriter,
     counters: StageCounters,
+    records: Records,
+    bus: Bus | None = None,
 ) -> None:
     """Validate and score, a page at a time."""
     async with receive, send:
         async for page in items(receive):
             started = time.perf_counter()
-            batch = score_page(page, rejected)
+            batch = score_page(page, rejected, records, bus)
             counters.seconds["validate"] += time.perf_counter() - started
             await put(send, batch)
     counters.rejected = rejected.count
+    if bus is not None:
+        bus.emit(StageTimed("validate", counters.seconds["validate"]))
 
 
 async def enrich_stage(
@@ -212,6 +165,7 @@ async def enrich_stage(
     send: MemoryObjectSendStream[Batch],
     seed: int,
     counters: StageCounters,
+    bus: Bus | None = None,
 ) -> None:
     """Add the deterministic business fields."""
     async with receive, send:
@@ -221,12 +175,15 @@ async def enrich_stage(
                 enrich(customer, seed)
             counters.seconds["enrich"] += time.perf_counter() - started
             await put(send, batch)
+    if bus is not None:
+        bus.emit(StageTimed("enrich", counters.seconds["enrich"]))
 
 
 async def dedup_stage(
     receive: MemoryObjectReceiveStream[Batch],
     spool: SortedSpool,
     counters: StageCounters,
+    bus: Bus | None = None,
 ) -> None:
     """Serialize every customer into the sorted spool, which keeps the best copy per id."""
     dumps = orjson.dumps
@@ -246,3 +203,5 @@ async def dedup_stage(
                     dumps(customer, option=newline),
                 )
             counters.seconds["dedup"] += time.perf_counter() - started
+    if bus is not None:
+        bus.emit(StageTimed("dedup", counters.seconds["dedup"]))

@@ -54,7 +54,7 @@ def committed_pages(out: Path) -> list[int]:
     """Page numbers another process would see: read-only, so never the writer's transaction."""
     db = sqlite3.connect(f"file:{out / CHECKPOINT_FILE}?mode=ro", uri=True)
     try:
-        return [n for (n,) in db.execute("SELECT number FROM pages ORDER BY number")]
+        return [n for (n,) in db.execute("SELECT number FROM units ORDER BY number")]
     finally:
         db.close()
 
@@ -261,10 +261,10 @@ def corrupt_fingerprint(value: str) -> Callable[[Path], None]:
     return spoil
 
 
-def other_pages_schema(path: Path) -> None:
+def other_units_schema(path: Path) -> None:
     db = sqlite3.connect(path)
-    db.execute("DROP TABLE pages")
-    db.execute("CREATE TABLE pages (n INTEGER, payload TEXT)")
+    db.execute("DROP TABLE units")
+    db.execute("CREATE TABLE units (n INTEGER, payload TEXT)")
     db.commit()
     db.close()
 
@@ -300,7 +300,7 @@ def cli_run(url: str, out: Path, *extra: str) -> Any:
     [
         (corrupt_fingerprint("{not json"), "not JSON"),
         (corrupt_fingerprint("[1, 2]"), "not a JSON object"),
-        (other_pages_schema, "pages table"),
+        (other_units_schema, "units table"),
         (not_sqlite, "not a database"),
         (a_folder, "folder"),
     ],
@@ -327,7 +327,7 @@ async def test_a_corrupt_page_found_while_resuming_names_restart(tmp_path: Path)
         first = await run_pipeline(fast_settings(output_dir=tmp_path, max_retries=0))
     assert first.exit_code == 3
     db = sqlite3.connect(tmp_path / CHECKPOINT_FILE)
-    db.execute("UPDATE pages SET body = ? WHERE number = 3", (b'{"data": [{"id": 1',))
+    db.execute("UPDATE units SET body = ? WHERE number = 3", (b'{"data": [{"id": 1',))
     db.commit()
     db.close()
     with (
@@ -441,3 +441,53 @@ def test_a_signal_before_any_page_says_to_run_again_not_to_resume(
     assert "no page was saved" in err and "run the same command again" in err
     assert "--resume" not in err and "Traceback" not in err
     assert not (out / CHECKPOINT_FILE).exists()
+
+
+# 6. Units (schema 2).
+
+
+async def test_a_link_chain_resumes_from_the_link_header_recorded_with_its_last_unit(
+    tmp_path: Path,
+) -> None:
+    broken = {3}
+    seen: list[int] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        page = int(request.url.params["p"]) if "p" in request.url.params else 1
+        seen.append(page)
+        if page in broken:
+            return httpx.Response(503)
+        link = {"Link": f'</api/users?p={page + 1}>; rel="next"'} if page < 5 else {}
+        users = orjson.loads(listing(page, 0))["data"]
+        return httpx.Response(200, json=users, headers=link)
+
+    settings = fast_settings(output_dir=tmp_path, paginator="link", data_path="", max_retries=0)
+    with respx.mock:
+        respx.get(USERS).mock(side_effect=answer)
+        first = await run_pipeline(settings)
+        assert first.exit_code == 3 and first.failed_pages == [3]
+        db = sqlite3.connect(tmp_path / CHECKPOINT_FILE)
+        rows = db.execute("SELECT number, state, headers FROM units ORDER BY number").fetchall()
+        db.close()
+        assert rows == [
+            (1, None, '{"link":"</api/users?p=2>; rel=\\"next\\""}'),
+            (2, f"{USERS}?p=2", '{"link":"</api/users?p=3>; rel=\\"next\\""}'),
+        ]
+        broken.clear()
+        seen.clear()
+        second = await run_pipeline(settings, mode="resume")
+    assert second.complete and seen == [1, 3, 4, 5]  # page 1 says it is a chain; then on
+    exported = orjson.loads(second.customers_path.read_bytes())["customers"]
+    assert [c["customer_id"] for c in exported] == list(range(1, 31))
+
+
+def test_a_checkpoint_of_the_schema_before_units_is_refused_with_restart(tmp_path: Path) -> None:
+    path = tmp_path / CHECKPOINT_FILE
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    db.execute("CREATE TABLE pages (number INTEGER PRIMARY KEY, body BLOB)")
+    db.execute("""INSERT INTO meta VALUES ('fingerprint', '{"schema": 1}')""")
+    db.commit()
+    db.close()
+    with pytest.raises(CheckpointError, match=r"unreadable: it has no units table.*--restart"):
+        Checkpoint.open(fast_settings(output_dir=tmp_path), "resume")

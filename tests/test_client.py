@@ -23,9 +23,10 @@ from customer_pipeline import (
     PageNotFoundError,
     ReqresClient,
 )
-from customer_pipeline.client import BURST_SECONDS, ApiStats
-from customer_pipeline.paging import PageSummary, parse_retry_after
-from customer_pipeline.transport import make_http_client
+from customer_pipeline.client import ApiStats
+from customer_pipeline.http import make_http_client, parse_retry_after
+from customer_pipeline.http.fetcher import BURST_SECONDS
+from customer_pipeline.sources import PageSummary
 
 from .conftest import BASE_URL, SECRET_KEY, fast_settings
 

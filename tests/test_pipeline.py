@@ -277,7 +277,7 @@ async def test_a_gap_without_counts_gives_one_result_at_any_concurrency(tmp_path
             )
         exports.append(load(result.customers_path)["customers"])
         with sqlite3.connect(out / ".checkpoint.sqlite3") as db:
-            recorded = sorted(n for (n,) in db.execute("SELECT number FROM pages"))
+            recorded = sorted(n for (n,) in db.execute("SELECT number FROM units"))
         assert recorded == [1, 2, 3], concurrency  # pages past the end are never recorded
         assert result.complete
     assert exports[0] == exports[1] and len(exports[0]) == 12

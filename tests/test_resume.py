@@ -54,7 +54,7 @@ def wait_for_pages(out: Path, at_least: int, timeout: float = 30) -> None:
         try:  # read-only: never create the file before the run does
             db = sqlite3.connect(f"file:{out / CHECKPOINT_FILE}?mode=ro", uri=True)
             try:
-                if db.execute("SELECT count(*) FROM pages").fetchone()[0] >= at_least:
+                if db.execute("SELECT count(*) FROM units").fetchone()[0] >= at_least:
                     return
             finally:
                 db.close()
@@ -140,8 +140,11 @@ async def test_incomplete_run_resumes_only_the_failed_pages(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(
-    "change", [{"per_page": 7}, {"seed": 43}, {"base_url": "http://other.test"}]
-)
+    "change",
+    [{"per_page": 7}, {"seed": 43}, {"base_url": "http://other.test"}, {"resource": "/v2/users"},
+     {"first_page": 0}, {"data_path": "items"}, {"field": {"id": "uid"}},
+     {"paginator": "offset"}, {"size_param": "limit"}, {"total_pages_path": "pages"}],
+)  # fmt: skip
 async def test_resume_with_settings_that_change_the_result_is_refused(
     tmp_path: Path, change: dict[str, Any]
 ) -> None:
@@ -186,3 +189,72 @@ def test_checkpoint_holds_no_key(simulator_url: str, tmp_path: Path) -> None:
     for path in files:
         assert SECRET_KEY.encode() not in path.read_bytes(), path
     assert os.path.getsize(out / "pipeline.log") > 0
+
+
+# -- chains: a resumed walk goes on from the last committed cursor or URL --------------------
+
+CURSOR_ENV = {"CUSTOMER_PIPELINE_PAGINATOR": "cursor",
+              "CUSTOMER_PIPELINE_NEXT_PATH": "meta.next_cursor"}  # fmt: skip
+CHAIN_SIM = ["--pagination", "cursor", "--total", "1200", "--per-page", "6", "--latency-ms",
+             "5", "--rate-limit", "0", "--failure-rate", "0.2", "--dirty-rate", "0.1",
+             "--duplicate-rate", "0.05", "--truncate-rate", "0.01"]  # fmt: skip
+
+
+def test_kill_9_in_a_cursor_walk_then_resume_goes_on_from_the_last_committed_cursor(
+    tmp_path: Path,
+) -> None:
+    env = {**os.environ, **CURSOR_ENV}
+    killed = tmp_path / "killed"
+    with simulator_process(*CHAIN_SIM) as url:
+        proc = subprocess.Popen(run_args(url, killed), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env=env)  # fmt: skip
+        try:
+            wait_for_pages(killed, 40)  # of 200
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        resumed = subprocess.run(run_args(url, killed, "--resume"), capture_output=True,
+                                 text=True, timeout=120, env=env)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    report = orjson.loads((killed / "summary_report.json").read_bytes())
+    replayed = report["run"]["resumed_pages"]
+    assert replayed >= 40
+    # Only what was missing: the chain went on from its last cursor, not from page 1.
+    assert report["api"]["pages_fetched"] == 200 - replayed
+    assert report["api"]["total_pages"] == 200
+    assert customers(killed) == expected_customers(Dataset(1200, 42, 0.1, 0.05), 6, seed=42)
+
+
+async def test_an_incomplete_cursor_walk_resumes_at_the_unit_that_failed(tmp_path: Path) -> None:
+    import httpx
+    import respx
+
+    from .conftest import BASE_URL
+
+    broken = {"c4"}
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        cursor = request.url.params.get("cursor", "")
+        seen.append(cursor)
+        if cursor in broken:
+            return httpx.Response(500)
+        n = int(cursor[1:]) if cursor else 1
+        users = [{"id": n * 10 + i, "email": f"u{n}{i}@x.io"} for i in range(3)]
+        meta = {"next_cursor": f"c{n + 1}" if n < 6 else None}
+        return httpx.Response(200, json={"data": users, "meta": meta})
+
+    settings = fast_settings(output_dir=tmp_path, max_retries=1, paginator="cursor",
+                             next_path="meta.next_cursor")  # fmt: skip
+    with respx.mock:
+        respx.get(f"{BASE_URL}/api/users").mock(side_effect=answer)
+        first = await run_pipeline(settings)
+        assert first.exit_code == 3 and first.failed_pages == [4]
+        assert "the walk stopped at page 4" in " ".join(first.incomplete_reasons)
+        broken.clear()
+        seen.clear()
+        second = await run_pipeline(settings, mode="resume")
+    assert second.complete and seen == ["c4", "c5", "c6"]
+    assert [c["customer_id"] for c in customers(tmp_path)] == [
+        n * 10 + i for n in range(1, 7) for i in range(3)]  # fmt: skip
+    assert second.report["run"]["resumed_pages"] == 3

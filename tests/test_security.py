@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 from customer_pipeline import ApiError, PipelineError, ReqresClient, run_pipeline
 from customer_pipeline.cli import main
+from customer_pipeline.http import make_http_client
 from customer_pipeline.settings import Secret
-from customer_pipeline.transport import make_http_client
 
 from .conftest import SECRET_KEY, fast_settings
 

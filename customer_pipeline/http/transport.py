@@ -19,8 +19,8 @@ from typing import Any, Final
 import aiohttp
 import httpx
 
-from ._version import __version__
-from .settings import Settings
+from .._version import __version__
+from ..settings import Settings
 
 DEFAULT_HEADERS: Final = {
     "user-agent": f"customer-pipeline/{__version__}",
@@ -45,8 +45,12 @@ class HostNotFoundError(httpx.ConnectError):
         self.temporary = temporary
 
 
-def make_http_client(settings: Settings) -> httpx.AsyncClient:
-    """The httpx client for a run: pool sized to ``concurrency``, no redirects followed."""
+def make_transport(settings: Settings) -> SeamTransport:
+    """The transport of a run: a pool sized to ``concurrency``, errors mapped at the seam.
+
+    The fetcher sends through it directly: an AsyncClient around it would add cookie
+    handling, auth and redirect machinery to every request, none of which a listing needs.
+    """
     limits = httpx.Limits(
         max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
     )
@@ -57,8 +61,13 @@ def make_http_client(settings: Settings) -> httpx.AsyncClient:
         transport = AiohttpTransport(limits=limits, verify=settings.verify_tls)
     else:
         transport = httpx.AsyncHTTPTransport(limits=limits, verify=settings.verify_tls)
+    return SeamTransport(transport)
+
+
+def make_http_client(settings: Settings) -> httpx.AsyncClient:
+    """An httpx client on the run's transport, for callers that want one: no redirects."""
     return httpx.AsyncClient(
-        transport=SeamTransport(transport),
+        transport=make_transport(settings),
         timeout=httpx.Timeout(settings.timeout),
         # A redirect must never carry x-api-key to another origin; we follow none.
         follow_redirects=False,

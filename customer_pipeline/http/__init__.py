@@ -1,0 +1,33 @@
+"""HTTP: the transport (I/O, error mapping, bounded decompression) and the fetcher (policy).
+
+    Fetcher.fetch(Request, accept) ── limits, retries, 429 pause, deadline, status map
+        └── httpx.AsyncClient ── SeamTransport (aiohttp or httpx errors -> httpx's kind)
+                └── AiohttpTransport | httpx.AsyncHTTPTransport
+
+Imports only settings, errors and observe from the rest of the package.
+"""
+
+from .fetcher import (
+    Fetcher,
+    FetchPolicy,
+    GaveUp,
+    Request,
+    Response,
+    clip,
+    origin_of,
+    parse_retry_after,
+)
+from .transport import make_http_client, make_transport
+
+__all__ = [
+    "FetchPolicy",
+    "Fetcher",
+    "GaveUp",
+    "Request",
+    "Response",
+    "clip",
+    "make_http_client",
+    "make_transport",
+    "origin_of",
+    "parse_retry_after",
+]

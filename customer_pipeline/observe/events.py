@@ -1,0 +1,104 @@
+"""What the fetcher, the source and the stages report as they work: small event objects.
+
+Events are plain slotted records, built where something happens and handed to the run's Bus;
+they carry numbers and short labels, never a body and never the API key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class RequestStarted:
+    """A request left for the API; ``in_flight`` counts it with the others not yet answered."""
+
+    in_flight: int
+
+
+@dataclass(slots=True)
+class RequestDone:
+    """A request ended: its HTTP status (None without one) and what went wrong, if anything.
+
+    ``failure`` is None for a usable answer, else a short key: the status ("503"), the
+    transport error's name ("ReadTimeout"), "deadline", "invalid_body" or "too_large".
+    """
+
+    status: int | None
+    failure: str | None
+    seconds: float
+    bytes_received: int
+
+
+@dataclass(slots=True)
+class LimiterWaited:
+    """A request waited this long on the client's own rate limit."""
+
+    seconds: float
+
+
+@dataclass(slots=True)
+class Retrying:
+    """A failed attempt will be tried again after ``wait`` seconds."""
+
+    what: str
+    attempt: int
+    wait: float
+    reason: str
+
+
+@dataclass(slots=True)
+class RateLimited:
+    """A 429 paused every worker: the server's Retry-After (if any) and the seconds it added."""
+
+    retry_after: float | None
+    added_s: float
+
+
+@dataclass(slots=True)
+class UnitFetched:
+    """A unit (a page of the walk) came back usable, with this many raw records."""
+
+    number: int
+    records: int
+
+
+@dataclass(slots=True)
+class UnitsKnown:
+    """How many units the walk has, once known (None: not known yet)."""
+
+    total: int | None
+
+
+@dataclass(slots=True)
+class PageDone:
+    """A page entered the stages, fetched now or replayed from the checkpoint."""
+
+    number: int
+    records: int
+    replayed: bool
+
+
+@dataclass(slots=True)
+class UnitFailed:
+    """A unit failed for good (after its retries, or with an answer no retry can fix)."""
+
+    number: int
+    reason: str
+
+
+@dataclass(slots=True)
+class RecordRejected:
+    """A raw record could not become a customer; it is written to the rejects as sent."""
+
+    number: int
+    position: int
+    reason: str
+
+
+@dataclass(slots=True)
+class StageTimed:
+    """A stage finished: its name and the seconds it worked."""
+
+    stage: str
+    seconds: float

@@ -1,0 +1,297 @@
+"""The source: a paginated listing walked unit by unit, fanned out where the API allows it.
+
+Every unit goes through the fetcher (limits, retries, 429 pause); the paginator says what to
+ask and what came back. After the first page, a paginator that can address every unit by
+its number (page numbers, offsets, a Link header with ``rel="last"``) is fanned out over
+``concurrency`` workers under a UnitPlan; any other is followed as a chain, one unit after
+the other. A walk stops at an empty page, at the end of the chain, at a page that repeats
+the one before, or at ``max_pages``; ``incomplete_reasons()`` says what may be missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+import httpx
+from anyio.streams.memory import MemoryObjectSendStream
+
+from .._streams import items, put
+from ..errors import (
+    ApiError,
+    ApiUnreachableError,
+    AuthError,
+    BadRequestError,
+    PageFetchError,
+)
+from ..http import Fetcher, FetchPolicy, GaveUp, Response, make_transport
+from ..http.fetcher import drop_frames
+from ..observe import Bus, UnitFailed, UnitFetched, UnitsKnown
+from ..settings import Settings
+from .body import FieldMap, Records, field_map
+from .paginators import ForeignNextError, Paginator, make_paginator
+from .plan import UnitPlan
+from .units import Page, Recorded, StopSignal, Unit
+
+log = logging.getLogger("customer_pipeline.client")
+
+# In a walk without a unit count, workers run at most this many units per worker ahead of
+# the first unit not yet in (units past the end are fetched, then dropped).
+WINDOW_PER_WORKER = 4
+
+
+class Source:
+    """One listing, fetched: ``async for page in source.pages()``, then the figures."""
+
+    def __init__(
+        self,
+        paginator: Paginator,
+        fetcher: Fetcher,
+        bus: Bus,
+        *,
+        max_pages: int,
+        concurrency: int,
+        shape: FieldMap | None = None,
+    ) -> None:
+        self.paginator = paginator
+        self.records = Records(paginator.body, shape)
+        self.fetcher = fetcher
+        self.bus = bus
+        self.max_pages = max_pages
+        self.concurrency = concurrency
+        self.failed: dict[int, PageFetchError] = {}
+        self._plan: UnitPlan | None = None
+        self._reasons: list[str] = []
+        self._total: int | None = None
+
+    @property
+    def total_units(self) -> int | None:
+        """How many units the walk has, once known."""
+        return self._total
+
+    def reread(
+        self, number: int, state: str | None, headers: dict[str, str] | None, body: bytes
+    ) -> Page:
+        """A page recorded before (by a checkpoint), read again as when it was fetched."""
+        unit = Unit(number, state)
+        return self.paginator.read(unit, self.paginator.request(unit).url, headers or {}, body)
+
+    async def fetch(self, unit: Unit) -> Page:
+        """Fetch one unit, retrying transient failures; PageFetchError once retries run out.
+
+        AuthError, BadRequestError, PageNotFoundError and other non-retryable ApiErrors are
+        raised as they are, at once.
+        """
+        request = self.paginator.request(unit)
+        read = self.paginator.read
+
+        def accept(response: Response) -> Page:
+            return read(unit, request.url, response.headers, response.body)
+
+        try:
+            page = await self.fetcher.fetch(request, accept)
+        except GaveUp as exc:
+            n = exc.attempts
+            fix = "; check --base-url" if exc.host_not_found else ""
+            message = (f"{request.what} failed after {n} attempt{'s' * (n > 1)}: {exc.cause}"
+                       f"{fix} ({request.url})")  # fmt: skip
+            first = unit.number == self.paginator.first and unit.state is None
+            error_type = ApiUnreachableError if first else PageFetchError
+            raise error_type(message, page=unit.number, url=request.url, cause=exc.cause) from None
+        self.bus.emit(UnitFetched(unit.number, len(page.records)))
+        return page
+
+    async def pages(
+        self, *, recorded: Recorded | None = None, stop: StopSignal | None = None
+    ) -> AsyncGenerator[Page, None]:
+        """Yield the walk's pages as they arrive: the first, then the rest.
+
+        Pages in ``recorded`` (a checkpoint's) are not fetched again: a fan-out fetches the
+        first unit again to learn the count but yields only the others; a chain goes on
+        from the last recorded page. A unit that fails after its retries is recorded in
+        ``failed``: a fan-out goes on with the others, a chain ends there. An error that no
+        retry can fix (401, 400, a 404 on the first unit) ends the iteration by raising it.
+        Once ``stop`` is set no new unit is started; the iteration ends when those in
+        flight are in.
+        """
+        recorded = recorded if recorded is not None else Recorded()
+        if recorded.complete:
+            self._known(recorded.total)
+            return
+        paginator = self.paginator
+        if paginator.chain_only and recorded.last is not None:
+            walk = self._chain(recorded.last, stop)
+        else:
+            first = await self.fetch(Unit(paginator.first))
+            if paginator.random_access(first):
+                walk = self._fan_out(first, recorded, stop)
+            elif recorded.last is not None:
+                walk = self._chain(recorded.last, stop)
+            else:
+                yield first
+                walk = self._chain(first, stop)
+        # Closed here, not by the garbage collector: a fan-out's workers stop at once.
+        async with contextlib.aclosing(walk):
+            async for page in walk:
+                yield page
+
+    def incomplete_reasons(self) -> list[str]:
+        """Why the units walked so far may not be all of them; empty when they are."""
+        reasons = []
+        if self.failed:
+            failed = sorted(self.failed)
+            listed = ", ".join(map(str, failed[:20]))
+            if len(failed) > 20:
+                listed += f", ... ({len(failed) - 20} more)"
+            reasons.append(f"pages [{listed}] failed after every retry")
+        if self._plan is not None:
+            reasons += self._plan.incomplete_reasons()
+        return reasons + self._reasons
+
+    # -- a chain ---------------------------------------------------------------------------
+
+    async def _chain(self, page: Page, stop: StopSignal | None) -> AsyncGenerator[Page, None]:
+        """The units after ``page``, one after the other, until the chain ends."""
+        first = self.paginator.first
+        while page.records:  # an empty page ends the walk
+            try:
+                unit = self.paginator.follows(page)
+            except ForeignNextError as exc:
+                log.warning("%s", exc)
+                self._reasons.append(str(exc))
+                return
+            if unit is None:
+                break
+            if unit.number - first + 1 > self.max_pages:
+                self._reasons.append(
+                    f"page {page.number} (max_pages) has a next page: more pages may follow; "
+                    "raise --max-pages"
+                )
+                return
+            if stop is not None and stop.is_set():
+                return
+            try:
+                following = await self.fetch(unit)
+            except Exception as exc:
+                if not self._failed(unit.number, exc):
+                    raise
+                self._reasons.append(
+                    f"the walk stopped at page {unit.number}, which failed: the pages after it "
+                    "were not reached; --resume goes on from there"
+                )
+                return
+            if _same_records(following, page):
+                break  # a server that clamps past the end: the walk is over
+            yield following
+            page = following
+        self._known(page.number - first + (1 if page.records else 0))
+
+    # -- a fan-out -------------------------------------------------------------------------
+
+    async def _fan_out(
+        self, first: Page, recorded: Recorded, stop: StopSignal | None
+    ) -> AsyncGenerator[Page, None]:
+        """The first page, then the others from ``concurrency`` workers, as they arrive."""
+        skip = recorded.summaries
+        concurrency = self.concurrency
+        plan = UnitPlan(first, skip, self.max_pages, stop,
+                        window=WINDOW_PER_WORKER * concurrency)  # fmt: skip
+        self._plan = plan
+        self._known(plan.known_total)
+        send, receive = anyio.create_memory_object_stream[Page | BaseException](
+            max_buffer_size=concurrency
+        )
+        workers = [
+            asyncio.create_task(self._worker(plan, send.clone()))
+            for _ in range(min(concurrency, plan.remaining()))
+        ]
+        send.close()
+        try:
+            if first.number not in skip:
+                yield first
+            async with receive:
+                async for item in items(receive):
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield item
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            self._known(plan.known_total)
+
+    async def _worker(
+        self, plan: UnitPlan, send: MemoryObjectSendStream[Page | BaseException]
+    ) -> None:
+        async with send:
+            while (number := await plan.claim()) is not None:
+                try:
+                    page = await self.fetch(Unit(number))
+                except Exception as exc:
+                    if not self._failed(number, exc):
+                        await send.send(exc)
+                        return
+                    released = plan.failed(number)
+                else:
+                    released = plan.arrived(page)
+                self._known(plan.known_total)
+                for ready in released:
+                    await put(send, ready)
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def _failed(self, number: int, exc: Exception) -> bool:
+        """Record a unit that failed for good; False if ``exc`` must end the whole walk."""
+        if isinstance(exc, PageFetchError):
+            error = exc
+        elif isinstance(exc, ApiError) and not isinstance(exc, AuthError | BadRequestError):
+            # Not fixable by retrying (a 404 or 501 for one unit, a body too large), but
+            # not the whole run's problem either.
+            error = PageFetchError(str(exc), page=number, url=exc.url, cause=str(exc))
+        else:
+            return False
+        log.warning("%s", error)
+        drop_frames(error)
+        self.failed[number] = error
+        self.bus.emit(UnitFailed(number, error.cause))
+        return True
+
+    def _known(self, total: int | None) -> None:
+        if total != self._total:
+            self._total = total
+            self.bus.emit(UnitsKnown(total))
+
+
+def _same_records(page: Page, before: Page) -> bool:
+    """Whether ``page`` holds exactly the records of the page before it."""
+    try:
+        return page.records == before.records
+    except RecursionError:  # nested deeper than Python compares: not a clamped repeat
+        return False
+
+
+@contextlib.asynccontextmanager
+async def open_source(
+    settings: Settings,
+    bus: Bus,
+    *,
+    http: httpx.AsyncClient | None = None,
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> AsyncIterator[Source]:
+    """The source the settings describe, on ``http`` (or a transport of its own, closed after)."""
+    client = http if http is not None else make_transport(settings)
+    try:
+        fetcher = Fetcher(client, FetchPolicy.from_settings(settings), bus,
+                          api_key=settings.api_key.get_secret_value(),
+                          key_origin=settings.base_url, sleep=sleep, clock=clock)  # fmt: skip
+        yield Source(make_paginator(settings), fetcher, bus, max_pages=settings.max_pages,
+                     concurrency=settings.concurrency, shape=field_map(settings))  # fmt: skip
+    finally:
+        if http is None:
+            await client.aclose()
