@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -241,7 +242,7 @@ def simulator_banner(url: str, config: Any, pages: int) -> str:
     lines = [
         f"Serving reqres simulator on {url} ({config.total} users, {pages} pages of "
         f"{config.per_page}). Fetch it with:",
-        f"  customer-pipeline run --base-url {url} --per-page {config.per_page}",
+        "  " + shlex.join(["customer-pipeline", "run", "--base-url", url, *run_flags(config)]),
     ]
     if config.api_key:
         # Never the key itself: the terminal may be shared or recorded.
@@ -250,6 +251,19 @@ def simulator_banner(url: str, config: Any, pages: int) -> str:
         )
     lines.append("Ctrl-C to stop")
     return "\n".join(lines)
+
+
+def run_flags(config: Any) -> list[str]:
+    """The ``run`` flags of the settings that read what a simulator serves."""
+    flags = []
+    for name, value in config.run_settings().items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, dict):
+            for key, path in value.items():
+                flags += [flag, f"{key}={path}"]
+        else:
+            flags += [flag, str(value)]
+    return flags
 
 
 RUN_EPILOG = """\b

@@ -198,11 +198,17 @@ def test_an_unexpected_failure_is_one_error_line_and_exit_1(
     assert "Traceback" not in result.output and SECRET_KEY not in result.output
 
 
-def test_simulate_prints_the_run_command_that_matches_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("style", "flags"),
+    [("page_number", ""), ("cursor", " --paginator cursor --next-path meta.next_cursor")],
+)
+def test_simulate_prints_the_run_command_that_matches_it(
+    tmp_path: Path, style: str, flags: str
+) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "customer_pipeline", "simulate", "--port", "0", "--per-page",
          "50", "--total", "120", "--failure-rate", "0", "--latency-ms", "0", "--api-key",
-         SECRET_KEY],
+         SECRET_KEY, "--pagination", style],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -212,7 +218,7 @@ def test_simulate_prints_the_run_command_that_matches_it(tmp_path: Path) -> None
         while len(banner) < 10 and "Ctrl-C" not in (banner or [""])[-1]:
             banner.append(proc.stderr.readline())
         command = next(line.strip() for line in banner if "customer-pipeline run" in line)
-        assert command == f"customer-pipeline run --base-url {url} --per-page 50"
+        assert command == f"customer-pipeline run --base-url {url} --per-page 50{flags}"
         assert any("CUSTOMER_PIPELINE_API_KEY" in line for line in banner)
         assert not any(SECRET_KEY in line for line in banner)
         env = {"CUSTOMER_PIPELINE_API_KEY": SECRET_KEY}

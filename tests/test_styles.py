@@ -89,3 +89,20 @@ async def test_json_server_10_is_pulled_exactly_with_settings_alone(
     assert result.complete and exported(result) == expected_json_server(42)
     api = result.report["api"]
     assert api["total_pages"] == 8 and api["requests"] == 8 and api["max_in_flight"] > 1
+
+
+@pytest.mark.parametrize(
+    "served",
+    [{"pagination": p} for p in ("page_number", "offset", "cursor", "link", "next_url")]
+    + [{"pagination": "link", "field_style": "nested", "link_last": False},
+       {"pagination": "offset", "envelope": "bare"}],  # fmt: skip
+    ids=lambda served: "-".join(str(v) for v in served.values()),
+)
+async def test_the_settings_the_simulator_announces_read_all_it_serves(
+    simulator: Any, tmp_path: Path, served: dict[str, Any]
+) -> None:
+    base, sim = await simulator(total=60, per_page=7, **served)
+    result = await run_pipeline(
+        fast_settings(base_url=base, output_dir=tmp_path, **sim.config.run_settings())
+    )
+    assert result.complete and [c["customer_id"] for c in exported(result)] == list(range(1, 61))

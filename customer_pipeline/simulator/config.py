@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Pagination = Literal["page_number", "offset", "cursor", "link", "next_url"]
 Envelope = Literal["object", "bare"]
@@ -81,8 +81,35 @@ class SimulatorConfig:
         """Whether listing bodies are the JSON list itself."""
         return (self.envelope or default_envelope(self.pagination)) == "bare"
 
+    def run_settings(self) -> dict[str, Any]:
+        """The settings (besides base_url) with which ``customer-pipeline run`` reads this."""
+        found: dict[str, Any] = {"per_page": self.per_page}
+        found.update(_STYLE_SETTINGS[self.pagination])
+        if self.bare:
+            found["data_path"] = ""
+        if self.field_style == "nested":
+            found["field"] = dict(NESTED_FIELDS)
+        return found
+
     def __repr__(self) -> str:
         fields = ", ".join(
             f"{k}={'***' if k == 'api_key' and v else v!r}" for k, v in self.__dict__.items()
         )
         return f"SimulatorConfig({fields})"
+
+
+# How a client reads each style: the wire format of ``pagination`` and ``dataset``.
+_STYLE_SETTINGS: dict[str, dict[str, Any]] = {
+    "page_number": {},
+    "offset": {"paginator": "offset", "size_param": "limit"},
+    "cursor": {"paginator": "cursor", "next_path": "meta.next_cursor"},
+    "link": {"paginator": "link"},
+    "next_url": {"paginator": "next_url", "next_path": "links.next"},
+}
+NESTED_FIELDS: dict[str, str] = {
+    "id": "uid",
+    "email": "contact.email",
+    "first_name": "name.first",
+    "last_name": "name.last",
+    "avatar": "photo.url",
+}
