@@ -93,9 +93,11 @@ async def test_json_server_10_is_pulled_exactly_with_settings_alone(
 
 @pytest.mark.parametrize(
     "served",
-    [{"pagination": p} for p in ("page_number", "offset", "cursor", "link", "next_url")]
-    + [{"pagination": "link", "field_style": "nested", "link_last": False},
-       {"pagination": "offset", "envelope": "bare"}],  # fmt: skip
+    [
+        *({"pagination": p} for p in ("page_number", "offset", "cursor", "link", "next_url")),
+        {"pagination": "link", "field_style": "nested", "link_last": False},
+        {"pagination": "offset", "envelope": "bare"},
+    ],
     ids=lambda served: "-".join(str(v) for v in served.values()),
 )
 async def test_the_settings_the_simulator_announces_read_all_it_serves(
