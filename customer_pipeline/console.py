@@ -117,9 +117,12 @@ class Stopper:
             loop.add_signal_handler(sig, self._on_signal, sig)
 
     def uninstall(self) -> None:
+        """Stop listening. The run is over: a signal from here until the exit is ignored, so
+        it cannot turn a finished run's exit code into 130/143 ("checkpoint kept")."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
 
     def _on_signal(self, sig: int) -> None:
         if self.event.is_set() and self._task is not None:

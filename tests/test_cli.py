@@ -479,3 +479,26 @@ def test_help_imports_no_http_stack_and_no_pydantic(tmp_path: Path) -> None:
     assert proc.returncode == 0 and "click" in names
     heavy = ("httpx", "aiohttp", "anyio", "pydantic", "rich", "customer_pipeline.pipeline")
     assert loaded(names, *heavy) == set()
+
+
+def test_a_signal_after_the_run_is_over_does_not_change_its_exit_code() -> None:
+    # The summary is printed, the exit is near: a SIGTERM now must not make it 143, which
+    # says "stopped, checkpoint kept" of a run that finished and deleted its checkpoint.
+    code = """
+import asyncio, os, signal
+from customer_pipeline.console import Stopper
+
+async def main():
+    stopper = Stopper()
+    stopper.install()
+    stopper.uninstall()
+    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGINT)
+    await asyncio.sleep(0)
+
+asyncio.run(main())
+raise SystemExit(7)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 7, done.stderr
+    assert "Traceback" not in done.stderr
