@@ -130,10 +130,13 @@ async def test_401_on_a_later_page_ends_the_iteration() -> None:
             return httpx.Response(200, content=listing(1, total_pages=4))
         return httpx.Response(403)
 
-    respx.get(USERS).mock(side_effect=answer)
+    route = respx.get(USERS).mock(side_effect=answer)
     async with ReqresClient(fast_settings()) as client:
-        with pytest.raises(AuthError):
+        with pytest.raises(AuthError) as info:
             await collect(client)
+    assert "HTTP 403 from" in str(info.value) and "CUSTOMER_PIPELINE_API_KEY" in str(info.value)
+    requested = [page_of(call.request) for call in route.calls]
+    assert requested[0] == 1 and len(requested) == len(set(requested))  # a 403 is never retried
 
 
 @respx.mock
