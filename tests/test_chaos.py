@@ -45,6 +45,7 @@ async def test_chaos_exports_exactly_the_expected_customers(
     assert result.complete
     assert exported == expected_customers(dataset, per_page, seed)
     api = result.report["api"]
+    assert api["retries"] == api["requests"] - api["successes"]  # each failure retried, none lost
     if "rate_limit" in faults:
         assert api["rate_limited_429"] > 0 and sim.stats.rate_limited == api["rate_limited_429"]
     elif faults.keys() & {"failure_rate", "truncate_rate", "drop_rate"}:

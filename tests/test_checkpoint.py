@@ -373,7 +373,7 @@ async def test_resuming_a_complete_checkpoint_replays_it_with_no_requests(
 
 async def test_contradictory_or_unknown_modes_are_refused(tmp_path: Path) -> None:
     settings = fast_settings(output_dir=tmp_path / "out")
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'resume'"):
         await run_pipeline(settings, resume=True, restart=True)  # type: ignore[call-arg]
     with pytest.raises(ConfigError, match="mode must be one of new, resume, restart"):
         await run_pipeline(settings, mode="again")  # type: ignore[arg-type]
@@ -491,3 +491,115 @@ def test_a_checkpoint_of_the_schema_before_units_is_refused_with_restart(tmp_pat
     db.close()
     with pytest.raises(CheckpointError, match=r"unreadable: it has no units table.*--restart"):
         Checkpoint.open(fast_settings(output_dir=tmp_path), "resume")
+
+
+# 7. Record, commit, replay: the Checkpoint on its own.
+
+
+def reread_as_recorded(
+    number: int, state: str | None, headers: dict[str, str] | None, body: bytes
+) -> Page:
+    """A reread that keeps everything the checkpoint hands back, to compare."""
+    return Page(number, orjson.loads(body)["data"], None, body, state, headers)
+
+
+def unit_checkpoint(out: Path, commit_every_s: float = 3600) -> Checkpoint:
+    checkpoint = Checkpoint.open(fast_settings(output_dir=out))
+    checkpoint.commit_every_s = commit_every_s
+    return checkpoint
+
+
+def test_replay_gives_back_each_unit_by_number_with_its_state_headers_and_body(
+    tmp_path: Path,
+) -> None:
+    checkpoint = unit_checkpoint(tmp_path)
+    third = Page(3, [], None, listing(3, 0), "cursor-3", {"link": '<x>; rel="next"'})
+    first = Page(1, [], None, listing(1, 0))
+    checkpoint.record(third)
+    checkpoint.record(first)
+    checkpoint.record(Page(2, [], None, b'{"data": []}', "stale"))
+    checkpoint.record(Page(2, [], None, listing(2, 0), "cursor-2"))  # the same unit again
+    assert len(checkpoint) == 3
+    replayed = [(p.number, p.state, p.headers, p.body)
+                for p in checkpoint.replay(reread_as_recorded)]  # fmt: skip
+    assert replayed == [
+        (1, None, None, listing(1, 0)),
+        (2, "cursor-2", None, listing(2, 0)),
+        (3, "cursor-3", {"link": '<x>; rel="next"'}, listing(3, 0)),
+    ]
+    checkpoint.close()
+
+
+def test_a_recorded_unit_is_durable_only_once_committed(tmp_path: Path) -> None:
+    checkpoint = unit_checkpoint(tmp_path)
+    checkpoint.record(Page(1, [], None, listing(1, 2)))
+    checkpoint.record(Page(2, [], None, listing(2, 2)))
+    assert committed_pages(tmp_path) == []  # another process sees nothing yet
+    checkpoint.commit()
+    assert committed_pages(tmp_path) == [1, 2]
+    checkpoint.close()
+
+
+def test_without_a_committer_record_commits_once_commit_every_s_has_passed(
+    tmp_path: Path,
+) -> None:
+    checkpoint = unit_checkpoint(tmp_path, commit_every_s=0)
+    checkpoint.record(Page(1, [], None, listing(1, 2)))
+    assert committed_pages(tmp_path) == [1]
+    checkpoint.close()
+
+
+async def test_the_committer_commits_a_recorded_unit_without_waiting_for_the_next(
+    tmp_path: Path,
+) -> None:
+    checkpoint = unit_checkpoint(tmp_path, commit_every_s=0.001)
+    with anyio.fail_after(5):
+        async with checkpoint.committing():
+            checkpoint.record(Page(1, [], None, listing(1, 2)))
+            for _ in range(5000):  # the timer's commit, polled from another connection
+                if committed_pages(tmp_path) == [1]:
+                    break
+                await anyio.sleep(0.001)
+            assert committed_pages(tmp_path) == [1]
+            checkpoint.commit_every_s = 3600  # from here on only the way out commits
+            checkpoint.record(Page(2, [], None, listing(2, 2)))
+            await anyio.sleep(0.01)
+            assert committed_pages(tmp_path) == [1]
+    assert committed_pages(tmp_path) == [1, 2]
+    checkpoint.close()
+
+
+def test_a_complete_checkpoint_reopens_complete_with_its_total(tmp_path: Path) -> None:
+    checkpoint = unit_checkpoint(tmp_path)
+    checkpoint.record(Page(1, [], None, listing(1, 1)))
+    checkpoint.mark_complete(1)
+    checkpoint.close()
+    again = Checkpoint.open(fast_settings(output_dir=tmp_path), "resume")
+    assert again.resumed and again.complete and again.total_pages == 1 and len(again) == 1
+    assert [p.number for p in again.replay(reread_as_recorded)] == [1]
+    again.close()
+
+
+def test_an_unfinished_checkpoint_reopens_unfinished_and_blocks_a_new_run(tmp_path: Path) -> None:
+    checkpoint = unit_checkpoint(tmp_path)
+    checkpoint.record(Page(1, [], None, listing(1, 4)))
+    checkpoint.close()  # commits what was recorded
+    again = Checkpoint.open(fast_settings(output_dir=tmp_path), "resume")
+    assert again.resumed and not again.complete and again.total_pages is None
+    assert len(again) == 1
+    again.close()
+    with pytest.raises(CheckpointError, match="holds an unfinished run: pass --resume"):
+        Checkpoint.open(fast_settings(output_dir=tmp_path))
+
+
+def test_a_stored_unit_with_malformed_headers_is_unreadable(tmp_path: Path) -> None:
+    checkpoint = unit_checkpoint(tmp_path)
+    checkpoint.record(Page(1, [], None, listing(1, 1), None, {"link": "x"}))
+    checkpoint.commit()
+    db = sqlite3.connect(tmp_path / CHECKPOINT_FILE)
+    db.execute("""UPDATE units SET headers = '{"link": 5}'""")
+    db.commit()
+    db.close()
+    with pytest.raises(CheckpointError, match="stored page 1 has malformed headers; --restart"):
+        list(checkpoint.replay(reread_as_recorded))
+    checkpoint.close()

@@ -130,10 +130,13 @@ async def test_401_on_a_later_page_ends_the_iteration() -> None:
             return httpx.Response(200, content=listing(1, total_pages=4))
         return httpx.Response(403)
 
-    respx.get(USERS).mock(side_effect=answer)
+    route = respx.get(USERS).mock(side_effect=answer)
     async with ReqresClient(fast_settings()) as client:
-        with pytest.raises(AuthError):
+        with pytest.raises(AuthError) as info:
             await collect(client)
+    assert "HTTP 403 from" in str(info.value) and "CUSTOMER_PIPELINE_API_KEY" in str(info.value)
+    requested = [page_of(call.request) for call in route.calls]
+    assert requested[0] == 1 and len(requested) == len(set(requested))  # a 403 is never retried
 
 
 @respx.mock
@@ -406,7 +409,7 @@ async def test_a_zero_retry_after_on_a_moving_clock_adds_no_negative_wait() -> N
         )
         async with ReqresClient(fast_settings(), sleep=no_sleep, clock=clock) as client:
             await client.fetch_page(1)
-    assert client.stats.retry_after_wait_s >= 0
+    assert client.stats.retry_after_wait_s == 0
     assert math.copysign(1, client.stats.as_dict()["retry_after_wait_s"]) == 1
 
 

@@ -253,7 +253,8 @@ def test_odd_field_names_work_as_any_other() -> None:
     )
     customer = RecordRules(table).process({"id": 3, odd: " x "}, seed=1)
     assert customer[odd] == "x" and customer["quality_issues"][-1] == f"{odd}:invalid"
-    assert customer[odd + "!"] in ("a'", 'b"')
+    assert customer[odd + "!"] == "a'"  # seed 1 draws the first value, seed 0 the second
+    assert RecordRules(table).process({"id": 3}, seed=0)[odd + "!"] == 'b"'
     layout = CodeLayout(table)
     assert layout.unpack(layout.pack(customer))[0] == customer["quality_issues"]
 

@@ -113,7 +113,7 @@ needs_dev_full = pytest.mark.skipif(not FULL.exists(), reason="no /dev/full here
 
 @needs_dev_full
 def test_an_unwritable_log_file_warns_once_and_never_raises(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     with run_logging(FULL, "INFO", []):
         for n in range(3):

@@ -60,6 +60,43 @@ def test_each_request_sends_only_its_own_parameters(
     assert paginator(**settings).request(unit).url == url
 
 
+@pytest.mark.parametrize(
+    ("settings", "unit", "what"),
+    [
+        ({}, Unit(3), "page 3"),
+        ({"paginator": "offset", "per_page": 10}, Unit(4), "page 4 (offset 30)"),
+        ({"paginator": "link"}, Unit(2, f"{BASE}/x?page=2"), "page 2"),
+        ({"paginator": "cursor", "next_path": "n"}, Unit(1), "page 1"),
+        ({"paginator": "cursor", "next_path": "n"}, Unit(2, "c" * 50),
+         f"page 2 (cursor {'c' * 40}...(10 more characters))"),
+        ({"paginator": "next_url", "next_path": "n"}, Unit(6, f"{BASE}/p?t=6"), "page 6"),
+    ],
+)  # fmt: skip
+def test_each_request_says_which_unit_it_fetches(
+    settings: dict[str, Any], unit: Unit, what: str
+) -> None:
+    assert paginator(**settings).request(unit).what == what
+
+
+def test_a_link_unit_reached_by_its_next_url_is_fetched_at_that_url() -> None:
+    p = paginator(paginator="link")
+    assert p.request(Unit(4, f"{BASE}/api/users?page=4&x=1")).url == f"{BASE}/api/users?page=4&x=1"
+
+
+@pytest.mark.parametrize(
+    ("name", "chain_only", "random_access"),
+    [("page_number", False, True), ("offset", False, True), ("cursor", True, False),
+     ("next_url", True, False)],
+)  # fmt: skip
+def test_which_paginators_fan_out_and_which_follow_a_chain(
+    name: str, chain_only: bool, random_access: bool
+) -> None:
+    p = paginator(paginator=name, next_path="next")
+    page = read(p, {"data": [{"id": 1}], "total_pages": 9, "next": None})
+    assert (p.chain_only, p.random_access(page)) == (chain_only, random_access)
+    assert page.total_pages == 9 and page.headers is None  # no header is kept for them
+
+
 # -- bodies --------------------------------------------------------------------------------
 
 
@@ -69,6 +106,21 @@ def test_page_number_reads_records_and_the_page_count_or_the_record_count() -> N
     assert read(p, {"data": [], "total": 13, "per_page": 5}).total_pages == 3  # its own size
     assert read(p, {"data": [], "total": 13}).total_pages == 3  # ours: per_page 6
     assert read(p, {"data": []}).total_pages is None
+
+
+def test_offset_reads_the_page_count_from_the_record_count_and_its_own_size() -> None:
+    p = paginator(paginator="offset", size_param="limit", per_page=10)
+    page = read(p, {"data": [{"id": 1}], "total": 25}, unit=Unit(2))
+    assert (page.number, page.records, page.total_pages) == (2, [{"id": 1}], 3)
+    assert read(p, {"data": [], "total": 25, "limit": 5}).total_pages == 5
+    assert read(p, {"data": [], "total": -1}).total_pages is None
+
+
+def test_a_page_keeps_its_body_and_the_state_of_the_unit_it_answers() -> None:
+    p = paginator(paginator="cursor", next_path="next")
+    body = orjson.dumps({"data": [{"id": 4}], "next": "c3"})
+    page = read(p, body, unit=Unit(2, "c2"))
+    assert (page.number, page.state, page.body, page.next) == (2, "c2", body, "c3")
 
 
 def test_dotted_paths_find_records_and_counts_anywhere_and_an_empty_path_is_the_body() -> None:
@@ -138,6 +190,20 @@ def test_a_next_url_may_be_relative_to_the_request_it_came_in(value: str, resolv
     assert p.follows(page) == Unit(2, resolved)
 
 
+@pytest.mark.parametrize("next_value", [None, "", "MISSING"])
+def test_a_next_url_that_is_missing_null_or_empty_ends_the_chain(next_value: Any) -> None:
+    p = paginator(paginator="next_url", next_path="links.next")
+    links = {} if next_value == "MISSING" else {"next": next_value}
+    assert p.follows(read(p, {"data": [{"id": 1}], "links": links})) is None
+
+
+@pytest.mark.parametrize("value", [5, True, ["/x"], {"href": "/x"}])
+def test_a_next_url_of_another_type_is_a_bad_body(value: Any) -> None:
+    p = paginator(paginator="next_url", next_path="next")
+    with pytest.raises(InvalidBodyError, match="'next' is not a URL"):
+        read(p, {"data": [], "next": value})
+
+
 @pytest.mark.parametrize(
     "elsewhere",
     ["http://evil.test/api/users?page=2", "https://api.test/api/users?page=2",
@@ -161,6 +227,21 @@ def test_a_link_header_with_last_gives_the_count_and_random_access() -> None:
     assert page.total_pages == 5 and p.random_access(page)
     assert page.next == f"{BASE}/users?_page=2&_limit=10"
     assert page.headers == {"link": link}  # kept, for the checkpoint
+
+
+def test_a_link_walk_counted_from_zero_takes_its_count_from_last() -> None:
+    p = paginator(paginator="link", data_path="", first_page=0)
+    page = read(p, [{"id": 1}], unit=Unit(0),
+                headers={"link": f'<{BASE}/users?page=4>; rel="last"', "etag": "x"})  # fmt: skip
+    assert page.total_pages == 5 and page.headers == {"link": f'<{BASE}/users?page=4>; rel="last"'}
+
+
+def test_a_link_page_reached_through_a_chain_never_turns_into_a_fan_out() -> None:
+    p = paginator(paginator="link", data_path="")
+    link = f'<{BASE}/users?page=3>; rel="next", <{BASE}/users?page=5>; rel="last"'
+    page = read(p, [{"id": 1}], unit=Unit(2, f"{BASE}/users?page=2"), headers={"link": link})
+    assert page.total_pages == 5 and not p.random_access(page)
+    assert p.follows(page) == Unit(3, f"{BASE}/users?page=3")
 
 
 @pytest.mark.parametrize(

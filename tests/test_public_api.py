@@ -51,6 +51,8 @@ def test_customer_is_the_export_model_and_costs_no_start_up_until_used() -> None
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, timeout=60).stdout.strip()  # fmt: skip
     assert loaded == "False"
+
+
 def test_no_comment_or_docstring_points_at_a_file_outside_the_repo() -> None:
     root = Path(__file__).resolve().parent.parent
     outside = re.compile(r"\bSP" r"EC\b|\.\./sha" r"red")  # split, so this file does not match

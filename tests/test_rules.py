@@ -45,13 +45,22 @@ def test_usable_ids(value: Any, expected: int) -> None:
     assert parse_id(value) == expected
 
 
+MISSING, BOOLEAN, BELOW_1, NOT_INT = ("id missing", "id is a boolean", "id is less than 1",
+                                     "id is not an integer")  # fmt: skip
+
+
 @pytest.mark.parametrize(
-    "value", [None, True, False, 0, -3, "0", "-1", "abc", "1.5", "", "  ", 3.0, 2.5, [1], {}, "١٢",
-              2**63, "99999999999999999999"]
+    ("value", "reason"),
+    [(None, MISSING), ("", MISSING), ("  ", MISSING), (True, BOOLEAN), (False, BOOLEAN),
+     (0, BELOW_1), (-3, BELOW_1), ("0", BELOW_1), ("-1", NOT_INT), ("abc", NOT_INT),
+     ("1.5", NOT_INT), (3.0, NOT_INT), (2.5, NOT_INT), ([1], NOT_INT), ({}, NOT_INT),
+     ("١٢", NOT_INT), (2**63, "id 9223372036854775808 is larger than 2**63-1"),
+     ("99999999999999999999", "id 99999999999999999999 is larger than 2**63-1")],
 )  # fmt: skip
-def test_unusable_ids_are_rejected(value: Any) -> None:
-    with pytest.raises(Rejected):
+def test_unusable_ids_are_rejected_saying_why(value: Any, reason: str) -> None:
+    with pytest.raises(Rejected) as info:
         parse_id(value)
+    assert info.value.reason == reason
 
 
 @pytest.mark.parametrize(

@@ -66,7 +66,7 @@ def test_bad_environment_value_names_the_variable(monkeypatch: pytest.MonkeyPatc
         load_settings()
 
 
-def test_the_key_is_masked_in_every_repr_and_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_key_is_masked_in_every_repr_and_error() -> None:
     s = load_settings(api_key=SECRET_KEY)
     assert SECRET_KEY not in repr(s) and SECRET_KEY not in str(s)
     assert SECRET_KEY not in repr(s.model_dump())
