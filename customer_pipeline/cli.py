@@ -30,6 +30,7 @@ from .console import (
     Terminal,
     print_summary,
     run_with_progress,
+    signals_restored,
     stderr_logging,
 )
 from .errors import (
@@ -468,7 +469,9 @@ def run(
     # they load is one during start-up: exit 130, nothing started.
     import customer_pipeline.pipeline  # noqa: F401
 
-    sys.exit(asyncio.run(_run(settings, simulate=simulate, show_bar=show_bar, modes=modes)))
+    with signals_restored():
+        code = asyncio.run(_run(settings, simulate=simulate, show_bar=show_bar, modes=modes))
+    sys.exit(code)
 
 
 async def _run(settings: Settings, *, simulate: bool, show_bar: bool, modes: RunModes) -> int:

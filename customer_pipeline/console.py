@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import signal
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import click
@@ -102,6 +103,21 @@ class RunModes(TypedDict):
     keep_checkpoint: bool
 
 
+@contextlib.contextmanager
+def signals_restored() -> Iterator[None]:
+    """Put SIGINT/SIGTERM's handlers back as they were when the block ends.
+
+    A Stopper ignores both once its run is over; the command's process exits right after,
+    but a caller that runs the command in-process (a test, an embedding) gets its own back.
+    """
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 class Stopper:
     """SIGINT/SIGTERM: the first asks the run to stop gracefully, a second cancels it."""
 
@@ -117,8 +133,9 @@ class Stopper:
             loop.add_signal_handler(sig, self._on_signal, sig)
 
     def uninstall(self) -> None:
-        """Stop listening. The run is over: a signal from here until the exit is ignored, so
-        it cannot turn a finished run's exit code into 130/143 ("checkpoint kept")."""
+        """Stop listening. The run is over: a signal from here until the exit is ignored
+        (until ``signals_restored`` ends), so it cannot turn a finished run's exit code into
+        130/143, which says "stopped, checkpoint kept"."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

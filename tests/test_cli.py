@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -504,3 +505,14 @@ raise SystemExit(7)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 7, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_running_the_command_in_process_leaves_the_signal_handlers_as_they_were(
+    tmp_path: Path,
+) -> None:
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    result = CliRunner().invoke(
+        main, ["run", "--simulate", "--output-dir", str(tmp_path), "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    assert {sig: signal.getsignal(sig) for sig in before} == before
