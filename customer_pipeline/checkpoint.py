@@ -17,6 +17,7 @@ uninterrupted run would.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import shutil
 import sqlite3
@@ -129,6 +130,8 @@ class Checkpoint:
         path.parent.mkdir(parents=True, exist_ok=True)
         db: sqlite3.Connection | None = None
         try:
+            # Made here first, so a folder that refuses it says why (SQLite: "unable to open").
+            path.touch(mode=0o644)  # what SQLite would give it
             db = _connect(path)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
@@ -144,11 +147,13 @@ class Checkpoint:
                 (orjson.dumps(fingerprint(settings)).decode(),),
             )
             db.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             if db is not None:
                 db.close()
-            remove_files(path)
-            raise write_failed(path, exc) from None
+            # Best effort: a read-only mount refuses even to unlink a file that is not there.
+            with contextlib.suppress(OSError):
+                remove_files(path)
+            raise create_failed(path, exc) from None
         return cls(path, db, resumed=False)
 
     @classmethod
@@ -344,6 +349,25 @@ def write_failed(path: Path, exc: sqlite3.Error) -> OutputError:
     else:
         fix = "fix that and run again with --resume"
     return OutputError(f"cannot write the checkpoint {path}: {exc}; {fix}")
+
+
+def create_failed(path: Path, exc: sqlite3.Error | OSError) -> OutputError:
+    """The error for a checkpoint that cannot be created: nothing was fetched or saved yet."""
+    folder = path.parent
+    if full := _disk_full(exc):
+        fix = f"free space in {folder} and run the same command again"
+    else:
+        fix = (f"the output folder {folder} must be writable: fix its permissions or mount, or "
+               "pick another --output-dir")  # fmt: skip
+    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return OutputError(f"cannot create the checkpoint {path}: {why}; {fix}", disk_full=full)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or a quota) is full."""
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def discard_path(path: Path) -> None:

@@ -109,7 +109,11 @@ class Interrupted(PipelineError):
 
 
 class OutputError(PipelineError):
-    """An output file could not be written."""
+    """An output file or the checkpoint could not be written (``disk_full``: for lack of space)."""
+
+    def __init__(self, message: str, *, disk_full: bool = False) -> None:
+        super().__init__(message)
+        self.disk_full = disk_full
 
 
 class FolderInUseError(OutputError):

@@ -1,0 +1,57 @@
+"""What an independent tester found: each case fails the way it was reported without its fix."""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from customer_pipeline import checkpoint as checkpoint_module
+from customer_pipeline.checkpoint import CHECKPOINT_FILE
+from customer_pipeline.cli import main
+
+from .conftest import SECRET_KEY
+
+# 1. An output folder that cannot hold the checkpoint (a read-only mount).
+
+
+def read_only_folder(monkeypatch: pytest.MonkeyPatch, failure: str) -> None:
+    """Make creating the checkpoint fail as a read-only mount does (chmod stops no root)."""
+
+    def refuse(path: Path) -> sqlite3.Connection:
+        if failure == "oserror":
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(checkpoint_module, "_connect", refuse)
+    real_unlink = Path.unlink
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:
+        # Linux refuses even to unlink a missing file on a read-only mount (EROFS first).
+        if path.name.startswith(CHECKPOINT_FILE):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        real_unlink(path, missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+
+
+@pytest.mark.parametrize("failure", ["oserror", "sqlite"])
+def test_a_folder_that_cannot_hold_the_checkpoint_names_the_folder_and_the_fix(
+    failure: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "o"
+    read_only_folder(monkeypatch, failure)
+    result = CliRunner().invoke(
+        main,
+        ["run", "--base-url", "http://127.0.0.1:9", "--api-key", SECRET_KEY, "--output-dir",
+         str(out), "--log-file", str(tmp_path / "x.log"), "--no-progress"],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    error = result.output.splitlines()[-1]
+    assert error.startswith(f"error: cannot create the checkpoint {out / CHECKPOINT_FILE}: ")
+    assert "unexpected" not in error and "bug" not in error
+    assert "--output-dir" in error and "writable" in error
+    assert "--resume" not in error  # nothing was saved: there is nothing to resume
