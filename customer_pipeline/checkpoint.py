@@ -50,7 +50,8 @@ FINGERPRINT_FIELDS: Final = (
 )  # fmt: skip
 COLUMNS: Final = {"meta": ["key", "value"], "units": ["number", "state", "headers", "body"]}
 Reread = Callable[[int, str | None, dict[str, str] | None, bytes], Page]
-"""Reads a recorded unit again: (number, state, headers, body) -> its page."""
+"""Reads a recorded unit again: (number, state, headers, body) -> its page; raises
+InvalidBodyError or ValueError for a row that is not a unit of the walk."""
 
 
 def check_mode(mode: str) -> None:
@@ -328,6 +329,9 @@ class Checkpoint:
             return reread(number, state, kept, body)
         except InvalidBodyError:
             raise unreadable(self.path, f"stored page {number} is not a listing body") from None
+        except (ValueError, TypeError, LookupError, RecursionError) as exc:
+            # Whatever a stored row holds, it is the row that is bad: never a crash later on.
+            raise unreadable(self.path, f"stored page {number}: {str(exc)[:200]}") from None
 
     def close(self) -> None:
         """Commit what is recorded and close."""

@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from customer_pipeline import CheckpointError, run_pipeline
 from customer_pipeline import checkpoint as checkpoint_module
 from customer_pipeline.checkpoint import CHECKPOINT_FILE
 from customer_pipeline.cli import main
 
-from .conftest import SECRET_KEY
+from .conftest import SECRET_KEY, fast_settings
+from .helpers import pages_api
 
 # 1. An output folder that cannot hold the checkpoint (a read-only mount).
 
@@ -55,3 +57,30 @@ def test_a_folder_that_cannot_hold_the_checkpoint_names_the_folder_and_the_fix(
     assert "unexpected" not in error and "bug" not in error
     assert "--output-dir" in error and "writable" in error
     assert "--resume" not in error  # nothing was saved: there is nothing to resume
+
+
+# 2. A checkpoint row no run could have written.
+
+
+def add_unit(out: Path, number: int) -> None:
+    """Add a unit numbered ``number`` to the checkpoint in ``out``, with page 1's body."""
+    db = sqlite3.connect(out / CHECKPOINT_FILE)
+    body = db.execute("SELECT body FROM units WHERE number = 1").fetchone()[0]
+    db.execute("INSERT INTO units VALUES (?, NULL, NULL, ?)", (number, body))
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize("number", [2**63 - 1, 10**10, -1])
+async def test_a_checkpoint_unit_out_of_range_is_an_unreadable_checkpoint(
+    number: int, tmp_path: Path
+) -> None:
+    settings = fast_settings(output_dir=tmp_path)
+    with pages_api(set(), total_pages=3):
+        await run_pipeline(settings, keep_checkpoint=True)
+        add_unit(tmp_path, number)
+        with pytest.raises(CheckpointError) as caught:
+            await run_pipeline(settings, mode="resume")
+    message = str(caught.value)
+    assert message.startswith(f"checkpoint {tmp_path / CHECKPOINT_FILE} is unreadable: ")
+    assert str(number) in message and message.endswith("; --restart discards it")

@@ -21,6 +21,7 @@ import anyio
 import httpx
 from anyio.streams.memory import MemoryObjectSendStream
 
+from .._limits import MAX_PAGES
 from .._streams import items, put
 from ..errors import (
     ApiError,
@@ -77,7 +78,14 @@ class Source:
     def reread(
         self, number: int, state: str | None, headers: dict[str, str] | None, body: bytes
     ) -> Page:
-        """A page recorded before (by a checkpoint), read again as when it was fetched."""
+        """A page recorded before (by a checkpoint), read again as when it was fetched.
+
+        Raises InvalidBodyError for a body that is not a listing, ValueError for a number no
+        walk reaches.
+        """
+        first = self.paginator.first
+        if not first <= number < first + MAX_PAGES:
+            raise ValueError(f"no walk reaches it (pages {first} to {first + MAX_PAGES - 1})")
         unit = Unit(number, state)
         return self.paginator.read(unit, self.paginator.request(unit).url, headers or {}, body)
 
