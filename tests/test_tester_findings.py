@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import errno
+import socket
 import sqlite3
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
-from customer_pipeline import CheckpointError, run_pipeline
+from customer_pipeline import ApiUnreachableError, CheckpointError, run_pipeline
 from customer_pipeline import checkpoint as checkpoint_module
 from customer_pipeline.checkpoint import CHECKPOINT_FILE
 from customer_pipeline.cli import main
+from customer_pipeline.http import make_transport
 
 from .conftest import SECRET_KEY, fast_settings
 from .helpers import pages_api
@@ -84,3 +87,41 @@ async def test_a_checkpoint_unit_out_of_range_is_an_unreadable_checkpoint(
     message = str(caught.value)
     assert message.startswith(f"checkpoint {tmp_path / CHECKPOINT_FILE} is unreadable: ")
     assert str(number) in message and message.endswith("; --restart discards it")
+
+
+# 3. Nothing listening at the base URL.
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_a_refused_connection_is_mapped_at_the_seam(transport: str) -> None:
+    port = closed_port()
+    seam = make_transport(fast_settings(transport=transport))
+    try:
+        with pytest.raises(httpx.ConnectError) as caught:  # a transport error: retried
+            await seam.handle_async_request(httpx.Request("GET", f"http://127.0.0.1:{port}/"))
+    finally:
+        await seam.aclose()
+    assert str(caught.value) == f"connection refused by 127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_a_refused_connection_is_retried_then_names_the_fix(
+    transport: str, tmp_path: Path
+) -> None:
+    port = closed_port()
+    settings = fast_settings(base_url=f"http://127.0.0.1:{port}", transport=transport,
+                             max_retries=2, output_dir=tmp_path)  # fmt: skip
+    with pytest.raises(ApiUnreachableError) as caught:
+        await run_pipeline(settings)
+    message = str(caught.value)
+    assert message.startswith(
+        f"page 1 failed after 3 attempts: connection refused by 127.0.0.1:{port}; "
+        "is the API running at --base-url?"
+    ), message

@@ -47,7 +47,7 @@ from ..observe import (
     Retrying,
 )
 from ..settings import Settings
-from .transport import DEFAULT_HEADERS, BodyDecoder, HostNotFoundError
+from .transport import DEFAULT_HEADERS, BodyDecoder, ConnectionRefused, HostNotFoundError
 
 log = logging.getLogger("customer_pipeline.client")
 
@@ -129,7 +129,12 @@ class GaveUp(Exception):
         self.request = request
         self.attempts = attempts
         self.cause = describe(error)
-        self.host_not_found = isinstance(error, HostNotFoundError)
+        # What the user can do about it, when the failure says.
+        self.hint: str | None = None
+        if isinstance(error, HostNotFoundError):
+            self.hint = "check --base-url"
+        elif isinstance(error, ConnectionRefused):
+            self.hint = "is the API running at --base-url?"
         super().__init__(f"{request.what} failed after {attempts} attempts: {self.cause}")
 
 
@@ -481,7 +486,7 @@ def describe(exc: BaseException | None) -> str:
         return f"HTTP 429{after}"
     if isinstance(exc, ApiError):
         return f"HTTP {exc.status}" if exc.status else clip(str(exc))
-    if isinstance(exc, HostNotFoundError | DeadlineExceeded):
+    if isinstance(exc, HostNotFoundError | ConnectionRefused | DeadlineExceeded):
         return str(exc)
     text = clip(str(exc))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -3,7 +3,8 @@
 httpx's own connection pool is several times slower at high concurrency (encode/httpx#3215),
 so the aiohttp transport is the default; both are sized to ``concurrency``. Either is wrapped
 in a SeamTransport, the one place where a lower library's failures are mapped: a name that
-does not resolve becomes HostNotFoundError, any other aiohttp error an httpx.TransportError.
+does not resolve becomes HostNotFoundError, a refused connection ConnectionRefused, any other
+aiohttp error an httpx.TransportError.
 Bodies are read raw and inflated here, a bounded piece at a time (``BodyDecoder``), because
 httpx inflates a whole network chunk at once: 64 KB of a gzip bomb is 64 MB.
 """
@@ -43,6 +44,15 @@ class HostNotFoundError(httpx.ConnectError):
         super().__init__(f"cannot resolve host {host} ({detail})")
         self.host = host
         self.temporary = temporary
+
+
+class ConnectionRefused(httpx.ConnectError):
+    """Nothing listens at the API's host and port: it is down (retried: it may be restarting),
+    or the base URL names the wrong port."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(f"connection refused by {address}")
+        self.address = address
 
 
 def make_transport(settings: Settings) -> SeamTransport:
@@ -127,12 +137,29 @@ def map_error(exc: Exception, request: httpx.Request) -> Exception:
         return HostNotFoundError(
             request.url.host, temporary=resolver_error.errno not in _NO_SUCH_NAME
         )
+    if _caused_by(exc, ConnectionRefusedError):
+        # aiohttp's says ConnectTimeout, httpx's "All connection attempts failed".
+        url = request.url
+        port = url.port or (443 if url.scheme == "https" else 80)
+        return ConnectionRefused(f"{url.host}:{port}")
     if isinstance(exc, httpx.TransportError | TimeoutError) or not isinstance(
         exc, aiohttp.ClientError
     ):
         return exc
     # What httpx-aiohttp leaves unmapped: a bad status line, a malformed header...
     return httpx.RemoteProtocolError(str(exc), request=request)
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``exc`` or an error it was raised from is a ``kind``."""
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, kind):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _resolver_error(exc: BaseException) -> socket.gaierror | None:

@@ -105,7 +105,7 @@ class Source:
             page = await self.fetcher.fetch(request, accept)
         except GaveUp as exc:
             n = exc.attempts
-            fix = "; check --base-url" if exc.host_not_found else ""
+            fix = f"; {exc.hint}" if exc.hint else ""
             message = (f"{request.what} failed after {n} attempt{'s' * (n > 1)}: {exc.cause}"
                        f"{fix} ({request.url})")  # fmt: skip
             first = unit.number == self.paginator.first and unit.state is None
