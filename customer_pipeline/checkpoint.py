@@ -347,18 +347,18 @@ class Checkpoint:
 
 
 def write_failed(path: Path, exc: sqlite3.Error) -> OutputError:
-    """The error for a checkpoint write that failed, e.g. on a full disk."""
-    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-        fix = "free space and run again with --resume"
-    else:
-        fix = "fix that and run again with --resume"
-    return OutputError(f"cannot write the checkpoint {path}: {exc}; {fix}")
+    """The error for a checkpoint write that failed, e.g. on a full disk.
+
+    It says no fix: whether ``--resume`` helps depends on what the checkpoint kept, which the
+    run decides once it has stopped (see ``pipeline``).
+    """
+    return OutputError(f"cannot write the checkpoint {path}: {exc}", disk_full=disk_full(exc))
 
 
 def create_failed(path: Path, exc: sqlite3.Error | OSError) -> OutputError:
     """The error for a checkpoint that cannot be created: nothing was fetched or saved yet."""
     folder = path.parent
-    if full := _disk_full(exc):
+    if full := disk_full(exc):
         fix = f"free space in {folder} and run the same command again"
     else:
         fix = (f"the output folder {folder} must be writable: fix its permissions or mount, or "
@@ -367,11 +367,21 @@ def create_failed(path: Path, exc: sqlite3.Error | OSError) -> OutputError:
     return OutputError(f"cannot create the checkpoint {path}: {why}; {fix}", disk_full=full)
 
 
-def _disk_full(exc: BaseException) -> bool:
-    """Whether ``exc`` says the disk (or a quota) is full."""
-    if isinstance(exc, sqlite3.Error):
-        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc``, or an error it was raised from, says the disk (or a quota) is full."""
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if (
+            getattr(error, "disk_full", False)
+            or (isinstance(error, sqlite3.Error)
+                and getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL)
+            or (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT))
+        ):  # fmt: skip
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def discard_path(path: Path) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Final
 
+from .errors import OutputError
 from .fields import FIELD_TABLE, ISSUE_KINDS, FieldTable
 
 RUN_BYTES: Final = 16 << 20
@@ -139,14 +140,17 @@ class SortedSpool:
 
     def _write_run(self) -> None:
         self._buffer.sort()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".run.", suffix=".spool", dir=self.folder)
-        os.unlink(name)  # lives as long as it is open; nothing to clean up after a crash
-        run = os.fdopen(fd, "w+b", buffering=1 << 16)
-        run.writelines(self._buffer)
-        run.flush()
-        run.seek(0)
-        self._runs.append(run)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=".run.", suffix=".spool", dir=self.folder)
+            os.unlink(name)  # lives as long as it is open; nothing to clean up after a crash
+            run = os.fdopen(fd, "w+b", buffering=1 << 16)
+            self._runs.append(run)  # closed by close(), even if the writing fails
+            run.writelines(self._buffer)
+            run.flush()
+            run.seek(0)
+        except OSError as exc:
+            raise OutputError.writing(f"a scratch file in {self.folder}", exc) from exc
         self._buffer = []
         self._buffered = 0
 

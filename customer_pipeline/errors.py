@@ -24,6 +24,8 @@ Messages name the URL, the page and the fix; they never contain the API key.
 
 from __future__ import annotations
 
+import errno
+
 
 class PipelineError(Exception):
     """Base of every error raised by customer_pipeline."""
@@ -114,6 +116,14 @@ class OutputError(PipelineError):
     def __init__(self, message: str, *, disk_full: bool = False) -> None:
         super().__init__(message)
         self.disk_full = disk_full
+
+    @classmethod
+    def writing(cls, what: object, exc: OSError, note: str = "") -> OutputError:
+        """``cannot write <what>: <why><note>`` for an OSError, noting a full disk."""
+        return cls(
+            f"cannot write {what}: {exc.strerror or exc}{note}",
+            disk_full=exc.errno in (errno.ENOSPC, errno.EDQUOT),
+        )
 
 
 class FolderInUseError(OutputError):

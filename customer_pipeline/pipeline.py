@@ -23,7 +23,7 @@ import httpx
 
 from . import sinks
 from ._version import __version__
-from .checkpoint import Checkpoint, RunMode, check_mode
+from .checkpoint import Checkpoint, RunMode, check_mode, disk_full
 from .dedup import SortedSpool
 from .errors import IncompleteError, Interrupted, OutputError, PageFetchError, PipelineError
 from .logs import run_logging
@@ -102,33 +102,52 @@ async def run_pipeline(
         exclusive_folder(settings.output_dir, sinks.output_files()),
     ):
         checkpoint = Checkpoint.open(settings, mode)
-        result: RunResult | None = None
         try:
             result = await _run(settings, http, on_progress, checkpoint, stop)
-        finally:
-            _keep_or_discard(checkpoint, result, keep_checkpoint)
+        except OutputError as exc:
+            # Only now is it known whether the checkpoint is kept, so the fix is said here.
+            kept = _keep_or_discard(checkpoint, None, keep_checkpoint)
+            full = disk_full(exc)
+            raise OutputError(f"{exc}; {_after_output_error(kept, full)}", disk_full=full) from exc
+        except BaseException:
+            _keep_or_discard(checkpoint, None, keep_checkpoint)
+            raise
+        _keep_or_discard(checkpoint, result, keep_checkpoint)
         return result
 
 
-def _keep_or_discard(checkpoint: Checkpoint, result: RunResult | None, keep: bool) -> None:
-    """Delete a finished run's checkpoint, or keep it for --resume (marked if complete)."""
+def _keep_or_discard(checkpoint: Checkpoint, result: RunResult | None, keep: bool) -> int | None:
+    """Delete a finished run's checkpoint, or keep it for --resume (marked if complete).
+
+    Returns the pages kept (-1 when they cannot be counted), None when nothing is kept.
+    """
     if result is not None and result.complete and not keep:
         checkpoint.discard()
-        return
+        return None
     if result is not None and result.complete:
         try:
             checkpoint.mark_complete(result.report["api"]["total_pages"])
         except OutputError as exc:
             log.warning("checkpoint kept but not marked complete: %s", exc)
     try:
-        pages: int | str = len(checkpoint)
+        pages = len(checkpoint)
     except sqlite3.Error:
-        pages = "unknown"
+        pages = -1
     if result is None and pages == 0:
         checkpoint.discard()  # nothing worth resuming
-        return
+        return None
     checkpoint.close()
-    log.info("checkpoint kept: %s (%s pages)", checkpoint.path, pages)
+    log.info("checkpoint kept: %s (%s pages)", checkpoint.path, pages if pages >= 0 else "?")
+    return pages
+
+
+def _after_output_error(kept: int | None, full: bool) -> str:
+    """What to do after an output or the checkpoint could not be written."""
+    fix = "free space" if full else "fix that"
+    if kept is None:
+        return f"no page was saved: {fix}, then run the same command again"
+    saved = f"keeps the {kept} pages saved so far" if kept >= 0 else "is kept"
+    return f"the checkpoint {saved}: {fix}, then run the same command with --resume to finish"
 
 
 @contextlib.contextmanager

@@ -69,7 +69,7 @@ def write_json(path: Path, document: Any) -> None:
         with atomic_file(path) as handle:
             _dump_indented(handle, document)
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise OutputError.writing(path, exc) from exc
 
 
 def _dump_indented(handle: IO[bytes], document: Any) -> None:
@@ -93,9 +93,6 @@ class RejectedWriter:
 
     def write(self, page: int, position: int, reason: str, record: Any) -> None:
         """Append one rejected record, whatever it holds, as one line of valid JSON."""
-        if self._handle is None:
-            self._context = atomic_file(self.path)
-            self._handle = self._context.__enter__()
         line = {"page": page, "position": position, "reason": reason, "record": record}
         try:
             data = orjson.dumps(line, default=repr)
@@ -103,7 +100,13 @@ class RejectedWriter:
             # Nested deeper than orjson's 254 levels, an integer wider than 64 bits (the
             # stdlib reads those whole), a lone surrogate: rare, so the slow path is fine.
             data = _dumps_any(line).encode()
-        self._handle.write(data + b"\n")
+        try:
+            if self._handle is None:
+                self._context = atomic_file(self.path)
+                self._handle = self._context.__enter__()
+            self._handle.write(data + b"\n")
+        except OSError as exc:
+            raise OutputError.writing(self.path, exc) from exc
         self.count += 1
 
     def commit(self) -> Path | None:
@@ -193,7 +196,7 @@ class RunOutputs:
             with atomic_file(staged(path)) as handle:
                 yield handle
         except OSError as exc:
-            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+            raise OutputError.writing(path, exc) from exc
         self._staged.add(name)
 
     def commit(self, report: dict[str, Any]) -> Path | None:
@@ -234,10 +237,7 @@ class RunOutputs:
                         with contextlib.suppress(OSError):
                             (self.folder / other).unlink()
                     note = "; the folder's other output files were removed, not left mixed"
-                raise OutputError(
-                    f"cannot write {path}: {exc.strerror or exc}{note}; fix it and run again "
-                    "with --resume"
-                ) from exc
+                raise OutputError.writing(path, exc, note) from exc
             touched = True
         _sync_folder(self.folder)
 

@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import errno
+import functools
 import socket
 import sqlite3
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import respx
 from click.testing import CliRunner
 
-from customer_pipeline import ApiUnreachableError, CheckpointError, run_pipeline
+from customer_pipeline import ApiUnreachableError, CheckpointError, OutputError, run_pipeline
 from customer_pipeline import checkpoint as checkpoint_module
+from customer_pipeline import pipeline as pipeline_module
 from customer_pipeline.checkpoint import CHECKPOINT_FILE
 from customer_pipeline.cli import main
+from customer_pipeline.dedup import SortedSpool
 from customer_pipeline.http import make_transport
 
-from .conftest import SECRET_KEY, fast_settings
+from .conftest import BASE_URL, SECRET_KEY, fast_settings
 from .helpers import pages_api
+
+USERS = f"{BASE_URL}/api/users"
 
 # 1. An output folder that cannot hold the checkpoint (a read-only mount).
 
@@ -125,3 +133,88 @@ async def test_a_refused_connection_is_retried_then_names_the_fix(
         f"page 1 failed after 3 attempts: connection refused by 127.0.0.1:{port}; "
         "is the API running at --base-url?"
     ), message
+
+
+# 4. A full disk: what the message says depends on what the checkpoint kept.
+
+
+def full_disk_for(monkeypatch: pytest.MonkeyPatch, fragment: str) -> None:
+    """Make creating any temp or staged file whose name holds ``fragment`` fail: disk full."""
+    real = tempfile.mkstemp
+
+    def mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        if fragment in str(kwargs.get("prefix", "")):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+def one_dirty_page() -> respx.MockRouter:
+    """Two pages of users; page 2 holds a record with no id (a reject)."""
+    router = pages_api(set(), total_pages=2)
+    router.routes[0].side_effect = None
+    router.get(USERS).mock(
+        side_effect=lambda request: httpx.Response(200, json={"total_pages": 2, "data": [
+            {"id": int(request.url.params["page"]), "email": "a@x.io"}, {"email": "no-id@x.io"},
+        ]}),
+    )  # fmt: skip
+    return router
+
+
+@pytest.mark.parametrize("fragment", ["processed_customers", "summary_report", "rejected"])
+async def test_a_full_disk_writing_the_outputs_says_the_checkpoint_is_kept_for_resume(
+    fragment: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = fast_settings(output_dir=tmp_path)
+    with one_dirty_page():
+        full_disk_for(monkeypatch, fragment)
+        with pytest.raises(OutputError) as caught:
+            await run_pipeline(settings)
+        message = str(caught.value)
+        assert "No space left on device; the checkpoint keeps the " in message
+        assert message.endswith("free space, then run the same command with --resume to finish")
+        assert caught.value.disk_full
+        assert (tmp_path / CHECKPOINT_FILE).exists()  # what the message promises
+        monkeypatch.undo()  # space is freed
+        resumed = await run_pipeline(settings, mode="resume")
+    assert resumed.complete and resumed.customers == 2 and resumed.report["run"]["resumed_pages"]
+
+
+async def test_a_full_disk_spooling_customers_is_an_output_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Spooled to scratch files in the output folder at once, as a big run is.
+    monkeypatch.setattr(pipeline_module, "SortedSpool", functools.partial(SortedSpool, run_bytes=1))
+    full_disk_for(monkeypatch, ".run.")
+    with pages_api(set(), total_pages=2), pytest.raises(OutputError) as caught:
+        await run_pipeline(fast_settings(output_dir=tmp_path))
+    assert str(caught.value).startswith(f"cannot write a scratch file in {tmp_path}: No space")
+
+
+def tiny_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint on a disk that holds its tables and little else (SQLite pages of 4 KB)."""
+    real = checkpoint_module._connect
+    monkeypatch.setattr(checkpoint_module, "_connect", lambda path: capped(real(path), 8))
+
+
+def capped(db: sqlite3.Connection, pages: int) -> sqlite3.Connection:
+    """``db``, unable to grow past ``pages`` pages."""
+    db.execute(f"PRAGMA max_page_count = {pages}")
+    return db
+
+
+async def test_a_checkpoint_full_before_its_first_commit_does_not_promise_a_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tiny_disk(monkeypatch)
+    big = [{"id": i, "email": "x" * 200 + "@x.io"} for i in range(1, 400)]  # ~100 KB
+    router = respx.mock(assert_all_called=False)
+    router.get(USERS).mock(return_value=httpx.Response(200, json={"total_pages": 1, "data": big}))
+    with router, pytest.raises(OutputError) as caught:
+        await run_pipeline(fast_settings(output_dir=tmp_path))
+    message = str(caught.value)
+    assert message.startswith(f"cannot write the checkpoint {tmp_path / CHECKPOINT_FILE}: ")
+    assert "database or disk is full" in message and "--resume" not in message
+    assert message.endswith("no page was saved: free space, then run the same command again")
+    assert not (tmp_path / CHECKPOINT_FILE).exists()

@@ -164,7 +164,8 @@ async def commit_all(sinks: Sequence[Sink], metadata: RunMetadata, publish: Call
         if done and isinstance(exc, OutputError):
             raise OutputError(
                 f"{exc} (already committed with this run's customers: {', '.join(done)}; "
-                "the other outputs keep their last run's)"
+                "the other outputs keep their last run's)",
+                disk_full=exc.disk_full,
             ) from exc
         raise
 

@@ -49,7 +49,7 @@ class JsonDocumentSink:
             # Lives from open to commit or abort, across calls: no with block can hold it.
             self._body = tempfile.TemporaryFile(dir=folder, buffering=_BUFFER)  # noqa: SIM115
         except OSError as exc:
-            raise OutputError(f"cannot write in {folder}: {exc.strerror or exc}") from exc
+            raise OutputError.writing(f"in {folder}", exc) from exc
         self._separator = b"\n"
 
     async def write(self, batch: CustomerBatch) -> None:
@@ -59,9 +59,7 @@ class JsonDocumentSink:
             body.write(self._separator)
             body.write(b",\n".join(batch.lines))
         except OSError as exc:
-            raise OutputError(
-                f"cannot write {self._outputs.folder / CUSTOMERS_FILE}: {exc.strerror or exc}"
-            ) from exc
+            raise OutputError.writing(self._outputs.folder / CUSTOMERS_FILE, exc) from exc
         self._separator = b",\n"
 
     async def commit(self, metadata: RunMetadata) -> None:
