@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import logging
 import socket
 import sqlite3
 import tempfile
@@ -21,10 +22,12 @@ from customer_pipeline import pipeline as pipeline_module
 from customer_pipeline.checkpoint import CHECKPOINT_FILE
 from customer_pipeline.cli import main
 from customer_pipeline.dedup import SortedSpool
-from customer_pipeline.http import make_transport
+from customer_pipeline.http import Fetcher, FetchPolicy, Request, make_transport
+from customer_pipeline.observe import Bus, Retrying
 
 from .conftest import BASE_URL, SECRET_KEY, fast_settings
 from .helpers import pages_api
+from .test_client import FakeTime
 
 USERS = f"{BASE_URL}/api/users"
 
@@ -218,3 +221,31 @@ async def test_a_checkpoint_full_before_its_first_commit_does_not_promise_a_resu
     assert "database or disk is full" in message and "--resume" not in message
     assert message.endswith("no page was saved: free space, then run the same command again")
     assert not (tmp_path / CHECKPOINT_FILE).exists()
+
+
+# 5. The wait a retry log line states is the wait that happens.
+
+
+async def test_a_429_retry_logs_the_real_wait_and_what_the_server_asked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = FakeTime()
+    bus = Bus()
+    waits: list[float] = []
+    bus.subscribe(Retrying, lambda event: waits.append(event.wait))
+    router = respx.mock(assert_all_called=False)
+    router.get(USERS).mock(side_effect=[httpx.Response(429, headers={"Retry-After": "30"}),
+                                        httpx.Response(200, content=b"ok")])  # fmt: skip
+    policy = FetchPolicy(rate_limit=0, backoff_base=0.001, backoff_max=1, timeout=5)
+    caplog.set_level(logging.INFO, "customer_pipeline")
+    with router:
+        async with httpx.AsyncClient() as http:
+            fetcher = Fetcher(http, policy, bus, api_key=SECRET_KEY, key_origin=BASE_URL,
+                              sleep=fake.sleep, clock=fake.clock)  # fmt: skip
+            await fetcher.fetch(Request(USERS, "page 1"), lambda response: response.body)
+    slept = sum(seconds for _, seconds in fake.sleepers)
+    assert slept == pytest.approx(1.0, abs=0.01)  # the pause, capped at --backoff-max
+    assert waits == [pytest.approx(slept, abs=0.01)]
+    line = next(r.getMessage() for r in caplog.records if "retry 1" in r.getMessage())
+    assert line == "page 1: retry 1 in 1.00s after HTTP 429, Retry-After 30s (capped at " \
+                   "--backoff-max 1s)"  # fmt: skip

@@ -255,17 +255,23 @@ class Fetcher:
         wait = float(details.get("wait", 0.0))
         attempt = int(details.get("tries", 0))
         reason = describe(exc)
+        now = self._clock()
         if isinstance(exc, RateLimitedError):
             # Every worker waits, not just the one that was told.
-            pause = exc.retry_after if exc.retry_after is not None else wait
-            pause = min(pause, self.policy.backoff_max)
-            now = self._clock()
+            cap = self.policy.backoff_max
+            asked = exc.retry_after
+            pause = min(asked if asked is not None else wait, cap)
+            if asked is not None and asked > cap:
+                reason += f" (capped at --backoff-max {cap:g}s)"
             until = now + pause
             added = 0.0
             if until > self._paused_until:
                 added = until - max(self._paused_until, now)
                 self._paused_until = until
-            self.bus.emit(RateLimited(exc.retry_after, added))
+            self.bus.emit(RateLimited(asked, added))
+        # The next attempt waits for the backoff and for any pause (a 429's, this worker's or
+        # another's), whichever ends later: that is the wait worth stating.
+        wait = max(wait, self._paused_until - now)
         self.bus.emit(Retrying(request.what, attempt, wait, reason))
         log.info("%s: retry %d in %.2fs after %s", request.what, attempt, wait, reason)
 
