@@ -76,7 +76,7 @@ class ReqresClient:
 
     @property
     def failed_pages(self) -> dict[int, PageFetchError]:
-        """The pages that failed after every retry, by number."""
+        """The pages that failed for good, by number (``retried`` False: no retry fixes it)."""
         return self._source.failed if self._source is not None else {}
 
     @property

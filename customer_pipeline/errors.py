@@ -10,7 +10,7 @@
     │   │   ├── RateLimitedError 429, with the server's Retry-After
     │   │   └── InvalidBodyError a 200 whose body is not the reqres envelope
     │   └── ResponseTooLargeError the body exceeds ``max_response_bytes``
-    ├── PageFetchError           a page still failed after every retry (page, cause)
+    ├── PageFetchError           a page failed for good (page, cause, retried)
     │   └── ApiUnreachableError  page 1 failed: nothing can be fetched (url)
     ├── IncompleteError          a stream ended without every page (reasons: max_pages)
     ├── CheckpointError          an unfinished run is in the way, resuming would change it,
@@ -77,13 +77,17 @@ class ResponseTooLargeError(ApiError):
 
 
 class PageFetchError(PipelineError):
-    """A page still failed after every retry."""
+    """A page failed for good: after every retry, or (``retried=False``) with an answer no
+    retry fixes (a redirect, a 404, a body too large)."""
 
-    def __init__(self, message: str, *, page: int, url: str, cause: str) -> None:
+    def __init__(
+        self, message: str, *, page: int, url: str, cause: str, retried: bool = True
+    ) -> None:
         super().__init__(message)
         self.page = page
         self.url = url
         self.cause = cause
+        self.retried = retried
 
 
 class ApiUnreachableError(PageFetchError):

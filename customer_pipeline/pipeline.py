@@ -14,7 +14,7 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,9 @@ class RunResult:
     rejected_path: Path | None
     log_path: Path
     report: dict[str, Any]
+    # Of failed_pages, those that answered what no retry fixes (a redirect, a 404, a body over
+    # max_response_bytes): a plain --resume asks them again, but the same answer comes back.
+    not_retried_pages: list[int] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -352,6 +355,7 @@ async def _run(
         rejected_path=rejected_path,
         log_path=settings.log_path,
         report=report,
+        not_retried_pages=source.not_retried,
     )
 
 

@@ -27,6 +27,7 @@ from customer_pipeline.observe import Bus, Retrying
 
 from .conftest import BASE_URL, SECRET_KEY, fast_settings
 from .helpers import pages_api
+from .hostile_server import Reply, hostile_server, listing, redirect
 from .test_client import FakeTime
 
 USERS = f"{BASE_URL}/api/users"
@@ -249,3 +250,27 @@ async def test_a_429_retry_logs_the_real_wait_and_what_the_server_asked(
     line = next(r.getMessage() for r in caplog.records if "retry 1" in r.getMessage())
     assert line == "page 1: retry 1 in 1.00s after HTTP 429, Retry-After 30s (capped at " \
                    "--backoff-max 1s)"  # fmt: skip
+
+
+# 6. A page that failed with an answer no retry fixes is not "failed after every retry".
+
+
+def user(i: int) -> dict[str, Any]:
+    return {"id": i, "email": f"u{i}@x.io", "first_name": "A", "last_name": "B",
+            "avatar": f"https://x.io/{i}.png"}  # fmt: skip
+
+
+async def test_a_redirect_on_a_later_page_has_its_own_reason(tmp_path: Path) -> None:
+    pages = {n: listing([user(n)], total_pages=4) for n in (1, 2, 3, 4)}
+    pages[2] = redirect("http://elsewhere.test/api/users?page=2")
+    pages[3] = Reply(status=500)
+    seen: list[int] = []
+    async with hostile_server(pages, seen=seen) as url:
+        result = await run_pipeline(fast_settings(base_url=url, output_dir=tmp_path, max_retries=2))
+    assert seen.count(2) == 1 and seen.count(3) == 3  # the redirect was not retried
+    assert result.failed_pages == [2, 3]
+    assert result.not_retried_pages == [2]
+    assert result.incomplete_reasons == [
+        "pages [3] failed after every retry",
+        "page 2 answered HTTP 302 (redirects are not followed), which no retry fixes",
+    ]

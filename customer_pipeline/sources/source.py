@@ -29,6 +29,7 @@ from ..errors import (
     AuthError,
     BadRequestError,
     PageFetchError,
+    ResponseTooLargeError,
 )
 from ..http import Fetcher, FetchPolicy, GaveUp, Response, make_transport
 from ..http.fetcher import drop_frames
@@ -151,15 +152,23 @@ class Source:
     def incomplete_reasons(self) -> list[str]:
         """Why the units walked so far may not be all of them; empty when they are."""
         reasons = []
-        if self.failed:
-            failed = sorted(self.failed)
-            listed = ", ".join(map(str, failed[:20]))
-            if len(failed) > 20:
-                listed += f", ... ({len(failed) - 20} more)"
-            reasons.append(f"pages [{listed}] failed after every retry")
+        retried = sorted(n for n, error in self.failed.items() if error.retried)
+        if retried:
+            reasons.append(f"pages [{_listed(retried)}] failed after every retry")
+        answers: dict[str, list[int]] = {}
+        for number in self.not_retried:
+            answers.setdefault(_no_retry_fixes(self.failed[number]), []).append(number)
+        for answer, numbers in answers.items():
+            pages = f"page {numbers[0]}" if len(numbers) == 1 else f"pages [{_listed(numbers)}]"
+            reasons.append(f"{pages} {answer}")
         if self._plan is not None:
             reasons += self._plan.incomplete_reasons()
         return reasons + self._reasons
+
+    @property
+    def not_retried(self) -> list[int]:
+        """The failed units whose answer no retry fixes (a redirect, a 404...), by number."""
+        return sorted(n for n, error in self.failed.items() if not error.retried)
 
     # -- a chain ---------------------------------------------------------------------------
 
@@ -188,10 +197,9 @@ class Source:
             except Exception as exc:
                 if not self._failed(unit.number, exc):
                     raise
-                self._reasons.append(
-                    f"the walk stopped at page {unit.number}, which failed: the pages after it "
-                    "were not reached; --resume goes on from there"
-                )
+                resume = "; --resume goes on from there" if self.failed[unit.number].retried else ""
+                self._reasons.append(f"the walk stopped at page {unit.number}, which failed: the "
+                                     f"pages after it were not reached{resume}")  # fmt: skip
                 return
             if _same_records(following, page):
                 break  # a server that clamps past the end: the walk is over
@@ -260,7 +268,9 @@ class Source:
         elif isinstance(exc, ApiError) and not isinstance(exc, AuthError | BadRequestError):
             # Not fixable by retrying (a 404 or 501 for one unit, a body too large), but
             # not the whole run's problem either.
-            error = PageFetchError(str(exc), page=number, url=exc.url, cause=str(exc))
+            error = PageFetchError(str(exc), page=number, url=exc.url, cause=str(exc),
+                                   retried=False)  # fmt: skip
+            error.__cause__ = exc  # what _no_retry_fixes reads: the status, the kind
         else:
             return False
         log.warning("%s", error)
@@ -273,6 +283,29 @@ class Source:
         if total != self._total:
             self._total = total
             self.bus.emit(UnitsKnown(total))
+
+
+def _listed(numbers: list[int]) -> str:
+    """Page numbers for a message: the first 20, then how many more."""
+    listed = ", ".join(map(str, numbers[:20]))
+    if len(numbers) > 20:
+        listed += f", ... ({len(numbers) - 20} more)"
+    return listed
+
+
+def _no_retry_fixes(error: PageFetchError) -> str:
+    """What a unit that failed without retries answered, and what can fix it."""
+    answer = error.__cause__
+    status = answer.status if isinstance(answer, ApiError) else None
+    if isinstance(answer, ResponseTooLargeError):
+        return "answered more than max_response_bytes: raise --max-response-bytes, then --resume"
+    if status is not None and 300 <= status < 400:
+        return f"answered HTTP {status} (redirects are not followed), which no retry fixes"
+    if status == 404:
+        return "answered HTTP 404 (not found), which no retry fixes"
+    if status is not None and status != 200:
+        return f"answered HTTP {status}, which no retry fixes"
+    return f"failed ({error.cause[:200]}), which no retry fixes"
 
 
 def _same_records(page: Page, before: Page) -> bool:
