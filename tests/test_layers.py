@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "customer_pipeline"
 ALLOWED = {
     "observe": set(),
     "http": {"_version", "errors", "observe", "settings"},
-    "sources": {"_streams", "errors", "http", "observe", "settings"},
+    "sources": {"_limits", "_streams", "errors", "http", "observe", "settings"},
 }
 
 
