@@ -27,7 +27,7 @@ from .checkpoint import Checkpoint, RunMode, check_mode, disk_full
 from .dedup import SortedSpool
 from .errors import IncompleteError, Interrupted, OutputError, PageFetchError, PipelineError
 from .logs import run_logging
-from .observe import ApiStats, Bus, ProgressCallback, ProgressTracker
+from .observe import ApiStats, Bus, DebugLog, ProgressCallback, ProgressTracker
 from .report import business_summary, export_metadata, quality_summary, utc_now
 from .settings import Settings
 from .sinks import RunMetadata, Sink, abort_all, batches, commit_all
@@ -248,6 +248,8 @@ async def _run(
     bus = Bus()
     stats = ApiStats().attach(bus)
     ProgressTracker(on_progress).attach(bus)
+    if settings.log_level == "DEBUG":  # else nobody listens, and the events cost nothing more
+        DebugLog(settings.max_retries).attach(bus)
     outputs = RunOutputs(out, sinks.output_files())
     chosen = sinks.create(_sink_targets(settings), outputs, settings)
     spool = SortedSpool(out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import re
 import socket
 import sqlite3
 import tempfile
@@ -274,3 +275,50 @@ async def test_a_redirect_on_a_later_page_has_its_own_reason(tmp_path: Path) -> 
         "pages [3] failed after every retry",
         "page 2 answered HTTP 302 (redirects are not followed), which no retry fixes",
     ]
+
+
+# 7. --log-level DEBUG gives more detail: a line per request and per retry decision.
+
+
+def flaky_pages() -> tuple[dict[int, Reply], Any]:
+    """Page 2 answers 503 once, page 3 a redirect; the others a user each."""
+    pages = {n: listing([user(n)], total_pages=3) for n in (1, 2, 3)}
+    pages[3] = redirect("http://elsewhere.test/")
+    told: list[int] = []
+
+    def answer(page: int) -> Reply:
+        if page == 2 and not told:
+            told.append(page)
+            return Reply(status=503)
+        return pages.get(page, listing([]))
+
+    return pages, answer
+
+
+@pytest.mark.parametrize("level", ["DEBUG", "INFO"])
+async def test_debug_logs_each_request_and_retry_decision_and_info_attaches_nothing(
+    level: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attached: list[str] = []
+    real = pipeline_module.DebugLog
+
+    class Spy(real):  # type: ignore[misc, valid-type]
+        def attach(self, bus: Bus) -> Any:
+            attached.append(level)
+            return super().attach(bus)
+
+    monkeypatch.setattr(pipeline_module, "DebugLog", Spy)
+    _, answer = flaky_pages()
+    async with hostile_server(answer) as url:
+        await run_pipeline(fast_settings(base_url=url, output_dir=tmp_path, log_level=level))
+    lines = (tmp_path / "pipeline.log").read_text().splitlines()
+    debug = [line.split(": ", 1)[1] for line in lines if " DEBUG " in line]
+    if level == "INFO":
+        assert debug == [] and attached == []  # nothing subscribed: no cost
+        return
+    assert attached == ["DEBUG"]
+    assert any(re.fullmatch(r"page 1: HTTP 200 in \d+\.\d{3}s, \d+ bytes", d) for d in debug)
+    assert any(re.fullmatch(r"page 2: HTTP 503 in \d+\.\d{3}s, 0 bytes", d) for d in debug)
+    assert any(re.fullmatch(r"page 2: HTTP 503 -> retry, attempt 2 of 6 in \d+\.\d\ds", d)
+               for d in debug), debug  # fmt: skip
+    assert "page 3: HTTP 302 -> not retried (no retry fixes it)" in debug, debug

@@ -41,6 +41,7 @@ from ..errors import (
 from ..observe import (
     Bus,
     LimiterWaited,
+    NotRetried,
     RateLimited,
     RequestDone,
     RequestStarted,
@@ -204,10 +205,17 @@ class Fetcher:
         PageNotFoundError and the other ApiErrors no retry can fix at once.
         """
         try:
-            return await self._attempt(request, accept)
-        except RETRYABLE as first_failure:
-            # Most requests succeed at once; only failures pay for the retry machinery.
-            return await self._retry(request, accept, first_failure)
+            try:
+                return await self._attempt(request, accept)
+            except RETRYABLE as first_failure:
+                # Most requests succeed at once; only failures pay for the retry machinery.
+                return await self._retry(request, accept, first_failure)
+        except GaveUp as exc:
+            self.bus.emit(NotRetried(request.what, exc.attempts, exc.cause, True))
+            raise
+        except ApiError as exc:
+            self.bus.emit(NotRetried(request.what, 0, describe(exc), False))
+            raise
 
     async def _retry(
         self, request: Request, accept: Callable[[Response], T], failure: BaseException
@@ -298,11 +306,11 @@ class Fetcher:
                 status, headers, body, wire = await self._send(request)
             except TRANSPORT_ERRORS as exc:
                 key = "deadline" if isinstance(exc, DeadlineExceeded) else type(exc).__name__
-                emit(RequestDone(None, key, time.perf_counter() - started, 0))
+                emit(RequestDone(None, key, time.perf_counter() - started, 0, request.what))
                 raise
             except ApiError as exc:
                 key = "too_large" if isinstance(exc, ResponseTooLargeError) else "invalid_body"
-                emit(RequestDone(200, key, time.perf_counter() - started, 0))
+                emit(RequestDone(200, key, time.perf_counter() - started, 0, request.what))
                 raise
             finally:
                 self._in_flight -= 1
@@ -311,11 +319,12 @@ class Fetcher:
                 result = accept(Response(request, headers, body))
             except Exception as exc:
                 key = "invalid_body" if isinstance(exc, InvalidBodyError) else type(exc).__name__
-                emit(RequestDone(200, key, time.perf_counter() - started, wire))
+                emit(RequestDone(200, key, time.perf_counter() - started, wire, request.what))
                 raise
-            emit(RequestDone(200, None, time.perf_counter() - started, wire))
+            emit(RequestDone(200, None, time.perf_counter() - started, wire, request.what))
             return result
-        emit(RequestDone(status, str(status), time.perf_counter() - started, wire))
+        emit(RequestDone(status, str(status), time.perf_counter() - started, wire,
+                         request.what))  # fmt: skip
         raise status_error(request, status, headers)
 
     def sends_key_to(self, url: str) -> bool:

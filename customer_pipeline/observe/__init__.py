@@ -4,7 +4,7 @@ subscribe to them. This package imports no other part of customer_pipeline.
     emitters                    events                     subscribers
     http.fetcher   ──► RequestStarted, RequestDone,   ──► ApiStats (the report's api block)
                        LimiterWaited, Retrying,           ProgressTracker (bar, log line)
-                       RateLimited
+                       NotRetried, RateLimited            DebugLog (--log-level DEBUG only)
     sources        ──► UnitFetched, UnitsKnown,
                        UnitFailed
     stages         ──► PageDone, RecordRejected,
@@ -12,8 +12,10 @@ subscribe to them. This package imports no other part of customer_pipeline.
 """
 
 from .bus import Bus
+from .debug import DebugLog
 from .events import (
     LimiterWaited,
+    NotRetried,
     PageDone,
     RateLimited,
     RecordRejected,
@@ -31,7 +33,9 @@ from .stats import ApiStats
 __all__ = [
     "ApiStats",
     "Bus",
+    "DebugLog",
     "LimiterWaited",
+    "NotRetried",
     "PageDone",
     "Progress",
     "ProgressCallback",

@@ -28,6 +28,7 @@ class RequestDone:
     failure: str | None
     seconds: float
     bytes_received: int
+    what: str = ""  # the unit it asked for ("page 3"), for the DEBUG log
 
 
 @dataclass(slots=True)
@@ -45,6 +46,17 @@ class Retrying:
     attempt: int
     wait: float
     reason: str
+
+
+@dataclass(slots=True)
+class NotRetried:
+    """A failure the fetcher will not try again: its retries are spent (``retryable``) or no
+    retry fixes it (a redirect, a 404, a bad key)."""
+
+    what: str
+    attempts: int
+    reason: str
+    retryable: bool
 
 
 @dataclass(slots=True)
