@@ -237,13 +237,15 @@ def print_summary(result: RunResult, echo: Callable[[str], None] = click.echo) -
         + f", {result.log_path}",
     ]
     if not result.complete:
+        retried = set(result.failed_pages) - set(result.not_retried_pages)
+        if retried:
+            hint = "Later, run the same command with --resume to fetch only the failed pages."
+        elif result.failed_pages:
+            hint = "No retry fixes those pages: see the reasons; --resume fetches them again."
+        else:
+            hint = "Raise --max-pages and run the same command with --resume for the rest."
         lines.append(
             f"Incomplete: {'; '.join(result.incomplete_reasons)}. The export says complete: "
-            "false (exit code 3). "
-            + (
-                "Later, run the same command with --resume to fetch only the failed pages."
-                if result.failed_pages
-                else "Raise --max-pages and run the same command with --resume for the rest."
-            )
+            f"false (exit code 3). {hint}"
         )
     echo("\n".join(lines))
