@@ -41,6 +41,7 @@ __all__ = [
     "raw",
     "redirect",
     "short_body",
+    "user",
 ]
 
 REASONS = {200: "OK", 301: "Moved Permanently", 302: "Found", 307: "Temporary Redirect",
@@ -69,6 +70,14 @@ class Reply:
         lines += [f"{name}: {value}" for name, value in self.headers]
         lines += [f"Content-Length: {length}", "Connection: close", "", ""]
         return "\r\n".join(lines).encode("latin-1")
+
+
+def user(i: int, **fields: Any) -> dict[str, Any]:
+    """A complete, valid raw user with id ``i``; ``fields`` override or add fields."""
+    base = {"id": i, "email": f"u{i}@x.io", "first_name": "Ann", "last_name": "Lee",
+            "avatar": f"https://x.io/{i}.png"}  # fmt: skip
+    base.update(fields)
+    return base
 
 
 def json_page(doc: Any, *, status: int = 200) -> Reply:

@@ -31,16 +31,10 @@ from .hostile_server import (
     listing,
     redirect,
     short_body,
+    user,
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
-
-
-def user(i: int, **fields: Any) -> dict[str, Any]:
-    base = {"id": i, "email": f"u{i}@x.io", "first_name": "Ann", "last_name": "Lee",
-            "avatar": f"https://x.io/{i}.png"}  # fmt: skip
-    base.update(fields)
-    return base
 
 
 def three_pages(bad: Reply | None = None, *, total_pages: Any = 3) -> dict[int, Reply]:

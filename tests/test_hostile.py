@@ -41,17 +41,11 @@ from .hostile_server import (
     raw,
     redirect,
     short_body,
+    user,
 )
 
 USERS = f"{BASE_URL}/api/users"
 GZIP = (("Content-Type", "application/json"), ("Content-Encoding", "gzip"))
-
-
-def user(i: int, **fields: Any) -> dict[str, Any]:
-    base = {"id": i, "email": f"u{i}@x.io", "first_name": "Ann", "last_name": "Lee",
-            "avatar": f"https://x.io/{i}.png"}  # fmt: skip
-    base.update(fields)
-    return base
 
 
 def api(pages: dict[int, Callable[[], httpx.Response]]) -> respx.MockRouter:
