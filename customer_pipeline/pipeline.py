@@ -26,7 +26,7 @@ from ._version import __version__
 from .checkpoint import Checkpoint, RunMode, check_mode, disk_full
 from .dedup import SortedSpool
 from .errors import IncompleteError, Interrupted, OutputError, PageFetchError, PipelineError
-from .logs import run_logging
+from .logs import redact, run_logging
 from .observe import ApiStats, Bus, DebugLog, ProgressCallback, ProgressTracker
 from .report import business_summary, export_metadata, quality_summary, utc_now
 from .settings import Settings
@@ -270,7 +270,9 @@ async def _run(
             raise Interrupted(message, pages_recorded=recorded)
         fetched_at = time.perf_counter()
         failed_pages = sorted(source.failed)
-        reasons = source.incomplete_reasons()
+        # A reason may quote what the server sent (a next URL), which may echo the key.
+        secret = [settings.api_key.get_secret_value()]
+        reasons = [redact(reason, secret) for reason in source.incomplete_reasons()]
         complete = not reasons
         for reason in reasons:
             log.warning("incomplete: %s", reason)
@@ -402,7 +404,9 @@ async def stream_customers(
     finally:
         spool.close()
     failed = sorted(source.failed)
-    reasons = source.incomplete_reasons()
+    reasons = [
+        redact(r, [settings.api_key.get_secret_value()]) for r in source.incomplete_reasons()
+    ]
     if failed:
         first = source.failed[failed[0]]
         raise PageFetchError(

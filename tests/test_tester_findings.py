@@ -322,3 +322,22 @@ async def test_debug_logs_each_request_and_retry_decision_and_info_attaches_noth
     assert any(re.fullmatch(r"page 2: HTTP 503 -> retry, attempt 2 of 6 in \d+\.\d\ds", d)
                for d in debug), debug  # fmt: skip
     assert "page 3: HTTP 302 -> not retried (no retry fixes it)" in debug, debug
+
+
+async def test_a_reason_that_quotes_the_key_is_redacted_in_every_file(tmp_path: Path) -> None:
+    # A server that echoes the key into a next URL on another origin: the walk stops there,
+    # and the reason quotes that URL; no file may carry the key.
+    from .hostile_server import json_page
+
+    foreign = f"http://127.0.0.1:9/next?k={SECRET_KEY}"
+    page = json_page({"data": [user(1)], "links": {"next": foreign}})
+    async with hostile_server({0: page, 1: page}) as url:
+        result = await run_pipeline(
+            fast_settings(
+                base_url=url, output_dir=tmp_path, paginator="next_url", next_path="links.next"
+            )
+        )
+    assert not result.complete and any("***" in r for r in result.incomplete_reasons)
+    # The checkpoint keeps the server's bodies as sent (for an exact resume), echo included.
+    for name in ("processed_customers.json", "summary_report.json", "pipeline.log"):
+        assert SECRET_KEY.encode() not in (tmp_path / name).read_bytes(), name
