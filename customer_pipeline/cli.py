@@ -313,6 +313,13 @@ def _field_map(
     return fields or None
 
 
+def _repeated(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> tuple[str, ...] | None:
+    """A repeatable option's values, None when not given (so lower layers apply)."""
+    return values or None
+
+
 @main.command(epilog=RUN_EPILOG)
 @click.option("--base-url", help="API root, http or https.  [default: https://reqres.in]")
 @click.option(
@@ -401,6 +408,28 @@ def _field_map(
     "as a dotted path; repeatable.  [default: its own name]",
 )
 @click.option(
+    "--format",
+    multiple=True,
+    callback=_repeated,
+    help="Output file format: json, jsonl, parquet; repeatable.  [default: json]",
+)
+@click.option(
+    "--db",
+    multiple=True,
+    metavar="URL",
+    callback=_repeated,
+    help="Also load the customers into a database (upsert by customer_id); repeatable: "
+    "duckdb:///path.duckdb, sqlite:///path.db, postgresql://user:pass@host:5432/db "
+    "(prefer CUSTOMER_PIPELINE_DB for a password: flags show in the process list).",
+)
+@click.option("--table", help="Table of the customers in --db.  [default: customers]")
+@click.option(
+    "--db-mode",
+    type=click.Choice(["upsert", "replace"]),
+    help="upsert keeps customers this run did not see; replace swaps the whole table in "
+    "the same transaction.  [default: upsert]",
+)
+@click.option(
     "--insecure",
     is_flag=True,
     help="Do not verify TLS certificates (a test server you trust only; loudly warned).",
@@ -438,7 +467,16 @@ def run(
 ) -> None:
     """Fetch every customer, score and enrich them, and write the JSON outputs."""
     # Until the settings are read, redact the keys that might become the run's key.
-    terminal = Terminal([options.get("api_key") or "", os.environ.get(f"{ENV_PREFIX}API_KEY", "")])
+    from .settings import DatabaseUrl
+
+    urls = [*(options.get("db") or ()), os.environ.get(f"{ENV_PREFIX}DB", "")]
+    terminal = Terminal(
+        [
+            options.get("api_key") or "",
+            os.environ.get(f"{ENV_PREFIX}API_KEY", ""),
+            *(password for url in urls for password in DatabaseUrl(url).passwords),
+        ]
+    )
     if resume and restart:
         terminal.error("--resume and --restart contradict each other; pick one")
         sys.exit(EXIT_USAGE)
@@ -478,7 +516,7 @@ async def _run(settings: Settings, *, simulate: bool, show_bar: bool, modes: Run
     # First, so that a signal from here on stops the run gracefully.
     stopper = Stopper()
     stopper.install()
-    terminal = Terminal([settings.api_key.get_secret_value()])
+    terminal = Terminal(settings.secrets)
     console = None
     if show_bar:
         from rich.console import Console

@@ -32,6 +32,7 @@ EMPTY_MEANS = {
     "total_path": "",
     "next_path": "",
     "log_file": None,
+    "db": (),
 }
 
 Origin = Literal["flag", "env", "dotenv", "config"]

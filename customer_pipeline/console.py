@@ -214,7 +214,7 @@ def stderr_logging(settings: Settings, console: Any | None) -> logging.Handler:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         handler.setLevel(settings.log_level)
-    handler.addFilter(RedactingFilter([settings.api_key.get_secret_value()]))
+    handler.addFilter(RedactingFilter(settings.secrets))
     # Errors raised to us are printed once, cleanly, by the command itself.
     handler.addFilter(lambda record: not getattr(record, REPORTED, False))
     logging.getLogger(LOGGER_NAME).addHandler(handler)

@@ -98,9 +98,8 @@ async def run_pipeline(
     in (or after a second at most).
     """
     check_mode(mode)
-    secret = settings.api_key.get_secret_value()
     with (
-        run_logging(settings.log_path, settings.log_level, [secret]),
+        run_logging(settings.log_path, settings.log_level, settings.secrets),
         _reported(),
         exclusive_folder(settings.output_dir, sinks.output_files()),
     ):
@@ -271,8 +270,7 @@ async def _run(
         fetched_at = time.perf_counter()
         failed_pages = sorted(source.failed)
         # A reason may quote what the server sent (a next URL), which may echo the key.
-        secret = [settings.api_key.get_secret_value()]
-        reasons = [redact(reason, secret) for reason in source.incomplete_reasons()]
+        reasons = [redact(reason, settings.secrets) for reason in source.incomplete_reasons()]
         complete = not reasons
         for reason in reasons:
             log.warning("incomplete: %s", reason)
@@ -364,8 +362,8 @@ async def _run(
 
 
 def _sink_targets(settings: Settings) -> list[str]:
-    """The run's sinks: format names and database URLs (settings will choose them)."""
-    return ["json"]
+    """The run's sinks: format names, then database URLs."""
+    return [*settings.format, *(url.get_secret_value() for url in settings.db)]
 
 
 async def _commit(chosen: list[Sink], outputs: RunOutputs, metadata: RunMetadata) -> Path | None:
@@ -405,7 +403,7 @@ async def stream_customers(
         spool.close()
     failed = sorted(source.failed)
     reasons = [
-        redact(r, [settings.api_key.get_secret_value()]) for r in source.incomplete_reasons()
+        redact(r, settings.secrets) for r in source.incomplete_reasons()
     ]
     if failed:
         first = source.failed[failed[0]]

@@ -18,7 +18,7 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ._limits import (
     MAX_PAGES,
@@ -38,6 +38,7 @@ Transport = Literal["aiohttp", "httpx"]
 Paginator = Literal["page_number", "offset", "cursor", "link", "next_url"]
 CUSTOMER_FIELDS = ("id", "email", "first_name", "last_name", "avatar")
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+DbMode = Literal["upsert", "replace"]
 
 Problem = tuple[tuple[str, ...], str]  # where (setting, maybe a key in it) and what is wrong
 
@@ -65,6 +66,47 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+class DatabaseUrl(Secret):
+    """A database URL whose password is a secret: shown as ``scheme://user:***@host/db``."""
+
+    __slots__ = ()
+
+    def _userinfo(self) -> tuple[str, str, str] | None:
+        """(user, password, the rest after "@") or None; up to the LAST "@", so never short."""
+        _, has_scheme, rest = self._value.partition("://")
+        at = rest.rfind("@") if has_scheme else -1
+        if at < 0 or ":" not in rest[:at]:
+            return None
+        user, _, password = rest[:at].partition(":")
+        return user, password, rest[at + 1 :]
+
+    @property
+    def masked(self) -> str:
+        """The URL with its password (if any) replaced by ``***``."""
+        if (parts := self._userinfo()) is None:
+            return self._value
+        user, _, rest = parts
+        return f"{self._value.partition('://')[0]}://{user}:***@{rest}"
+
+    @property
+    def scheme(self) -> str:
+        """The URL's scheme, lower case, without a driver suffix (``postgresql+asyncpg``)."""
+        return self._value.partition("://")[0].split("+")[0].lower()
+
+    @property
+    def passwords(self) -> list[str]:
+        """The password as written in the URL and percent-decoded (none when there is none)."""
+        if (parts := self._userinfo()) is None or not parts[1]:
+            return []
+        return list(dict.fromkeys([parts[1], unquote(parts[1])]))
+
+    def __repr__(self) -> str:
+        return f"DatabaseUrl({self.masked!r})"
+
+    def __str__(self) -> str:
+        return self.masked
 
 
 def _setting(
@@ -168,6 +210,53 @@ def _check_fields(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+def _check_formats(value: tuple[str, ...]) -> tuple[str, ...]:
+    from .sinks import FORMATS  # the registry: a new format is known here with no edit
+
+    if not value:
+        raise ValueError(f"names no format; give at least one of {', '.join(FORMATS)}")
+    for name in value:
+        if name not in FORMATS:
+            raise ValueError(f"names {name!r}; the formats are {', '.join(FORMATS)}")
+    return tuple(dict.fromkeys(value))  # a format named twice is written once
+
+
+DB_EXAMPLES = "duckdb:///path.duckdb, sqlite:///path.db or postgresql://user:pass@host:5432/db"
+
+
+def _check_dbs(value: tuple[DatabaseUrl, ...]) -> tuple[DatabaseUrl, ...]:
+    from .sinks import DATABASES
+
+    # The messages never show the URL: it may carry a password.
+    for number, url in enumerate(value, 1):
+        text = url.get_secret_value()
+        where = f"URL {number} of {len(value)}" if len(value) > 1 else "the URL"
+        if any(c.isspace() or unicodedata.category(c) == "Cc" for c in text):
+            raise ValueError(f"{where} contains a space or a control character")
+        scheme, has_scheme, rest = text.partition("://")
+        if not has_scheme or not rest:
+            raise ValueError(f"{where} is not a database URL such as {DB_EXAMPLES}")
+        if url.scheme not in DATABASES:
+            known = ", ".join(f"{name}://" for name in DATABASES) or "none installed"
+            raise ValueError(f"{where} has the scheme {scheme[:20]!r}; known: {known}")
+        try:
+            _ = urlsplit(text).port  # raises for a port out of range or a bad IPv6 host
+        except ValueError:
+            raise ValueError(f"{where} has a malformed host or port") from None
+    return tuple(dict.fromkeys(value))
+
+
+def _check_table(value: str) -> str:
+    # An identifier we can put in SQL unquoted on every database we load.
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", value):
+        raise ValueError(
+            "must be a plain SQL name: a letter or _, then letters, digits or _ (63 at most)"
+        )
+    if value.lower() == "pipeline_runs":
+        raise ValueError("must not be pipeline_runs: that table records the runs")
+    return value
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Settings:
     """Everything a run can be told, checked when built: a bad value raises ConfigError."""
@@ -235,6 +324,20 @@ class Settings:
         check=_check_fields,
     )
 
+    # Where the customers go: output files and databases (each one sink, see sinks/).
+    format: tuple[str, ...] = _setting(
+        ("json",), "output files: json, jsonl, parquet (repeatable)", check=_check_formats
+    )
+    db: tuple[DatabaseUrl, ...] = _setting(
+        (),
+        f"databases the customers are loaded into (repeatable): {DB_EXAMPLES}",
+        check=_check_dbs,
+    )
+    table: str = _setting("customers", "table of the customers in --db", check=_check_table)
+    db_mode: DbMode = _setting(
+        "upsert", "upsert (customers this run did not see are kept) or replace (the whole table)"
+    )
+
     model_fields: ClassVar[Mapping[str, dataclasses.Field[Any]]]
 
     def __post_init__(self) -> None:
@@ -243,6 +346,11 @@ class Settings:
             raise ConfigError("\n".join(describe(problems)))
         for name, value in values.items():
             object.__setattr__(self, name, value)  # frozen: set once, here
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every string no log, message or file may show: the key and the database passwords."""
+        return [self.api_key.get_secret_value(), *(p for url in self.db for p in url.passwords)]
 
     @property
     def log_path(self) -> Path:
@@ -276,6 +384,8 @@ def _jsonable(value: Any) -> Any:
         return str(value)
     if isinstance(value, Secret):
         return str(value)
+    if isinstance(value, tuple):
+        return [_jsonable(item) for item in value]
     return dict(value) if isinstance(value, dict) else value
 
 
@@ -409,6 +519,43 @@ def _to_str_map(value: Any) -> dict[str, str]:
     return {str(key): path for key, path in value.items()}
 
 
+def _to_strings(value: Any) -> list[Any]:
+    """A list from a list, or from a string: a JSON array, or items separated by commas."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            try:
+                value = json.loads(text)
+            except ValueError:
+                raise ValueError("must be a JSON array or a comma-separated list") from None
+        else:
+            return [item.strip() for item in text.split(",") if item.strip()]
+    if isinstance(value, Secret) or not isinstance(value, list | tuple):
+        value = [value]
+    return list(value)
+
+
+def _to_str_tuple(value: Any) -> tuple[str, ...]:
+    items = _to_strings(value)
+    if not all(isinstance(item, str) for item in items):
+        raise ValueError("must be a list of strings")
+    return tuple(items)
+
+
+def _to_db_urls(value: Any) -> tuple[DatabaseUrl, ...]:
+    items = _to_strings(value)
+    urls = []
+    for item in items:
+        if isinstance(item, Secret):
+            item = item.get_secret_value()
+        if not isinstance(item, str):
+            raise ValueError("must be a list of URL strings")
+        urls.append(DatabaseUrl(item))
+    return tuple(urls)
+
+
 def _one_of(choices: tuple[str, ...], *, upper: bool = False) -> Callable[[Any], str]:
     def convert(value: Any) -> str:
         if isinstance(value, str) and (value.upper() if upper else value) in choices:
@@ -431,4 +578,7 @@ CONVERT: dict[str, Callable[[Any], Any]] = {
     "Transport": _one_of(get_args(Transport)),
     "Paginator": _one_of(get_args(Paginator)),
     "LogLevel": _one_of(get_args(LogLevel), upper=True),
+    "tuple[str, ...]": _to_str_tuple,
+    "tuple[DatabaseUrl, ...]": _to_db_urls,
+    "DbMode": _one_of(get_args(DbMode)),
 }
