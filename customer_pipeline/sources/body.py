@@ -90,19 +90,48 @@ class BodyReader:
         records = dig(doc, self.data_path) if self.data_path else doc
         return records if isinstance(records, list) else None
 
-    def page_count(self, doc: Any) -> int | None:
-        """The number of pages the body reports: its page count, or its record count / size."""
+    def page_count(self, doc: Any, size: int) -> int | None:
+        """The number of pages the body reports: its page count, or its record count / size.
+
+        ``size`` is the page size the walk learned (see ``served_size``); a size the body
+        states (reqres: per_page) knows better than either.
+        """
         if not isinstance(doc, dict):
             return None
         pages = as_count(dig(doc, self.total_pages_path)) if self.total_pages_path else None
         if pages is not None:
             return pages
-        total = as_count(dig(doc, self.total_path)) if self.total_path else None
+        total = self.record_count(doc)
         if total is None:
             return None
-        # A body that says its own page size (reqres: per_page) knows better than our ask.
-        size = as_count(doc.get(self.size_key)) or self.per_page
+        size = as_count(doc.get(self.size_key)) or size
         return -(-total // size)
+
+    def record_count(self, doc: Any) -> int | None:
+        """The number of records the body reports, if it does."""
+        if not isinstance(doc, dict) or not self.total_path:
+            return None
+        return as_count(dig(doc, self.total_path))
+
+    def served_size(self, doc: Any, served: int) -> int | None:
+        """The page size a first page shows, when it is not the one asked for; else None.
+
+        A body may state it (its size key); or a server that caps the page size sends fewer
+        records than asked on a page that is not the last: fewer than per_page, while the
+        counts say more follow. Offsets and the page count must then go by what it serves,
+        or the records between are never asked for.
+        """
+        if not isinstance(doc, dict):
+            return None
+        stated = as_count(doc.get(self.size_key))
+        if stated:
+            return stated if stated != self.per_page else None
+        if not 0 < served < self.per_page:
+            return None
+        total = self.record_count(doc)
+        pages = as_count(dig(doc, self.total_pages_path)) if self.total_pages_path else None
+        more = (total is not None and total > served) or (pages is not None and pages > 1)
+        return served if more else None
 
     def _not_a_listing(self, doc: Any) -> str:
         """What a JSON document without the records list is."""

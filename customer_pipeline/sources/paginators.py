@@ -10,17 +10,20 @@ the source follows the chain (``follows``), one unit after the other.
 | paginator     | unit n is fetched with                       | the walk's size / next step    |
 | ------------- | -------------------------------------------- | ------------------------------ |
 | `page_number` | `page_param=n&size_param=per_page`           | total_pages_path or total_path |
-| `offset`      | `offset_param=(n-1)*per_page&size_param=...` | total_pages_path or total_path |
+| `offset`      | `offset_param=(n-1)*size&size_param=...`     | total_pages_path or total_path |
 | `link`        | as page_number; a chain follows `rel="next"` | `rel="last"`'s page number     |
 | `cursor`      | `cursor_param=<cursor>&size_param=...`       | the cursor at next_path        |
 | `next_url`    | the URL at next_path (the first: resource)   | the URL at next_path           |
 
+The size is per_page unless the first page shows that the server serves fewer (it says so
+in its size key, or caps: fewer records than asked while its counts say more follow).
 Only the parameters named here are sent: some servers (json-server 1.0) read any other one
 as a filter. The API key goes only to base_url's origin: a next URL elsewhere ends the walk.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 from urllib.parse import parse_qs, quote, urljoin, urlsplit
@@ -33,6 +36,7 @@ from .body import MISSING, BodyReader, as_count, dig, split_path
 from .link import parse_link_header
 from .units import Page, Unit
 
+log = logging.getLogger("customer_pipeline.paging")
 
 class ForeignNextError(Exception):
     """A chain's next URL is on another origin than base_url: not followed (the key stays)."""
@@ -92,14 +96,31 @@ class _Listing:
         self.url = settings.base_url + settings.resource
         self.origin = origin_of(settings.base_url)
         self.per_page = settings.per_page
+        # What the server serves per page: per_page until the first page shows otherwise.
+        self.page_size = settings.per_page
         self.body = BodyReader(settings)
         self.first = 1
+        self._size_param = settings.size_param
         self._size = f"{_q(settings.size_param)}={settings.per_page}"
 
     def read(self, unit: Unit, url: str, headers: Mapping[str, str], body: bytes) -> Page:
-        doc, records = self.body.parse(body, url)
+        doc, records = self._parse(unit, body, url)
         return Page(unit.number, records, self._count(doc, headers, url), body, unit.state,
-                    self._kept(headers), self._next(doc, headers, url))  # fmt: skip
+                    self._kept(headers), self._next(doc, headers, url),
+                    self.body.record_count(doc))  # fmt: skip
+
+    def _parse(self, unit: Unit, body: bytes, url: str) -> tuple[Any, list[Any]]:
+        """The document and its records; the first unit also tells the served page size."""
+        doc, records = self.body.parse(body, url)
+        if unit.number == self.first and unit.state is None:
+            served = self.body.served_size(doc, len(records))
+            size = served or self.per_page
+            if size != self.page_size:
+                log.warning("the API serves %d records per page though %s=%d asks for %d: "
+                            "paging by %d", size, self._size_param, self.per_page,
+                            self.per_page, size)  # fmt: skip
+            self.page_size = size
+        return doc, records
 
     def random_access(self, first: Page) -> bool:
         return True
@@ -112,7 +133,7 @@ class _Listing:
         return Unit(page.number + 1, page.next)
 
     def _count(self, doc: Any, headers: Mapping[str, str], url: str) -> int | None:
-        return self.body.page_count(doc)
+        return self.body.page_count(doc, self.page_size)
 
     def _next(self, doc: Any, headers: Mapping[str, str], url: str) -> str | None:
         return None
@@ -160,7 +181,7 @@ class Offset(_Listing):
         self._suffix = "&" + self._size
 
     def request(self, unit: Unit) -> Request:
-        offset = (unit.number - 1) * self.per_page
+        offset = (unit.number - 1) * self.page_size
         return Request(f"{self._prefix}{offset}{self._suffix}",
                        f"page {unit.number} (offset {offset})")  # fmt: skip
 
@@ -183,13 +204,13 @@ class Link(PageNumber):
         return Request(unit.state, f"page {unit.number}")
 
     def read(self, unit: Unit, url: str, headers: Mapping[str, str], body: bytes) -> Page:
-        doc, records = self.body.parse(body, url)
+        doc, records = self._parse(unit, body, url)
         links = parse_link_header(headers.get("link", ""), url)
         count = self._last_page(links.get("last"))
         if count is None:
-            count = self.body.page_count(doc)
+            count = self.body.page_count(doc, self.page_size)
         return Page(unit.number, records, count, body, unit.state, self._kept(headers),
-                    links.get("next"))  # fmt: skip
+                    links.get("next"), self.body.record_count(doc))  # fmt: skip
 
     def random_access(self, first: Page) -> bool:
         return first.total_pages is not None and first.state is None

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -31,14 +31,14 @@ from ..errors import (
     PageFetchError,
     ResponseTooLargeError,
 )
-from ..http import Fetcher, FetchPolicy, GaveUp, Response, make_transport
+from ..http import Fetcher, FetchPolicy, GaveUp, Response, clip, make_transport
 from ..http.fetcher import drop_frames
 from ..observe import Bus, UnitFailed, UnitFetched, UnitsKnown
 from ..settings import Settings
 from .body import FieldMap, Records, field_map
 from .paginators import ForeignNextError, Paginator, make_paginator
 from .plan import UnitPlan
-from .units import Page, Recorded, StopSignal, Unit
+from .units import Page, PageSummary, Recorded, StopSignal, Unit
 
 log = logging.getLogger("customer_pipeline.client")
 
@@ -175,6 +175,8 @@ class Source:
     async def _chain(self, page: Page, stop: StopSignal | None) -> AsyncGenerator[Page, None]:
         """The units after ``page``, one after the other, until the chain ends."""
         first = self.paginator.first
+        # The cursors or URLs followed so far: a server that sends one again loops (A, B, A).
+        followed = {page.state} if page.state is not None else set()
         while page.records:  # an empty page ends the walk
             try:
                 unit = self.paginator.follows(page)
@@ -184,6 +186,15 @@ class Source:
                 return
             if unit is None:
                 break
+            if unit.state in followed:
+                reason = (f"page {page.number} names a next page the walk already followed "
+                          f"({clip(str(unit.state), 80)}): the API loops, so the walk stops "
+                          "there and pages past the loop may be missing")  # fmt: skip
+                log.warning("%s", reason)
+                self._reasons.append(reason)
+                break
+            if unit.state is not None:
+                followed.add(unit.state)
             if unit.number - first + 1 > self.max_pages:
                 self._reasons.append(
                     f"page {page.number} (max_pages) has a next page: more pages may follow; "
@@ -205,6 +216,9 @@ class Source:
                 break  # a server that clamps past the end: the walk is over
             yield following
             page = following
+        if not page.records and page.next is not None:
+            log.info("page %d is empty: the walk ends there, though it names a next page",
+                     page.number)  # fmt: skip
         self._known(page.number - first + (1 if page.records else 0))
 
     # -- a fan-out -------------------------------------------------------------------------
@@ -227,19 +241,50 @@ class Source:
             for _ in range(min(concurrency, plan.remaining()))
         ]
         send.close()
+        seen = 0  # records in the walk's pages, to check against the count the API reports
         try:
             if first.number not in skip:
+                seen += len(first.records)
                 yield first
             async with receive:
                 async for item in items(receive):
                     if isinstance(item, BaseException):
                         raise item
+                    seen += len(item.records)
                     yield item
         finally:
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
             self._known(plan.known_total)
+        self._check_records(first, plan, seen, skip)
+
+    def _check_records(
+        self, first: Page, plan: UnitPlan, seen: int, skip: Mapping[int, PageSummary]
+    ) -> None:
+        """A walk that ended well but holds fewer records than the API reports is incomplete.
+
+        The safety net under the page size: a server that serves fewer records per page than
+        asked, without a sign on its first page, would otherwise lose records silently.
+        """
+        reported = first.total_records
+        stopped = plan.stop is not None and plan.stop.is_set()
+        if reported is None or stopped or self.failed or plan.incomplete_reasons():
+            return
+        for number in range(first.number, plan.last + 1):
+            if number in skip and number != first.number:
+                size = skip[number].size
+                if size is None:
+                    return  # a recorded page of unknown size: nothing to check against
+                seen += size
+        if first.number in skip:
+            seen += len(first.records)
+        if seen < reported:
+            self._reasons.append(
+                f"the API reports {reported} records but its {plan.last - first.number + 1} "
+                f"pages held {seen}: it may serve fewer records per page than the first "
+                "page showed; try a smaller --per-page"
+            )
 
     async def _worker(
         self, plan: UnitPlan, send: MemoryObjectSendStream[Page | BaseException]

@@ -36,7 +36,8 @@ class Page:
 
     ``total_pages`` is the number of units this answer reports (None if it says nothing);
     ``body``, ``state`` and ``headers`` are what a checkpoint keeps to read it again;
-    ``next`` is the next cursor or URL a chain follows (None at the end).
+    ``next`` is the next cursor or URL a chain follows (None at the end);
+    ``total_records`` is the record count the answer reports (None if it says nothing).
     """
 
     number: int
@@ -46,6 +47,7 @@ class Page:
     state: str | None = None
     headers: Mapping[str, str] | None = None
     next: str | None = None
+    total_records: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,7 @@ class PageSummary:
     empty: bool
     total_pages: int | None
     digest: int | None = None
+    size: int | None = None  # its records, as sent (None: not known)
 
 
 # A failed page, or one recorded before without a summary: it ends no walk.
@@ -71,7 +74,7 @@ def digest(records: list[Any]) -> int | None:
 
 def summarize(page: Page) -> PageSummary:
     """What a walk keeps of ``page``."""
-    return PageSummary(not page.records, page.total_pages, digest(page.records))
+    return PageSummary(not page.records, page.total_pages, digest(page.records), len(page.records))
 
 
 class Recorded:
@@ -88,7 +91,7 @@ class Recorded:
         self.summaries[page.number] = summarize(page)
         if self.last is None or page.number > self.last.number:
             self.last = Page(page.number, page.records, page.total_pages, b"", page.state,
-                             page.headers, page.next)  # fmt: skip
+                             page.headers, page.next, page.total_records)  # fmt: skip
 
     def finish(self, total: int | None) -> None:
         """The checkpoint is of a finished run: nothing is left to fetch."""
