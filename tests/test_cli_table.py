@@ -161,6 +161,9 @@ CASES = [
     Case("an id wider than 64 bits", EXIT_OK, "1 rejected",
          {1: Reply(body=WIDE_ID)}, check=rejected_with("larger than 2**63-1", [])),
     Case("nothing listens on the port", EXIT_FAILED, "page 1 failed", None),
+    Case("an id string with a leading zero beside the same id", EXIT_OK, "1 rejected",
+         {1: listing([user(18), user(18, id="018")], total_pages=1)},
+         check=rejected_with("not a canonical integer string: leading zero", [18])),
     # -- bad settings ----------------------------------------------------------------------
     Case("--rate-limit inf", EXIT_USAGE, "--rate-limit", three_pages(), ["--rate-limit", "inf"]),
     Case("--rate-limit 1e-300", EXIT_USAGE, "--rate-limit", three_pages(),

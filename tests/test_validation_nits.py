@@ -4,11 +4,14 @@ that landed inside the [field] table)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from customer_pipeline import Settings
 from customer_pipeline.config import load_settings
 from customer_pipeline.errors import ConfigError
+from customer_pipeline.rules import Rejected, parse_id, process
 
 PARAMS = ("page_param", "size_param", "offset_param", "cursor_param")
 
@@ -74,3 +77,48 @@ def test_a_clash_with_a_parameter_the_paginator_never_sends_is_accepted(
 ) -> None:
     extra = {"next_path": "next"} if paginator in ("cursor", "next_url") else {}
     assert Settings(paginator=paginator, **given, **extra).paginator == paginator
+
+
+# 3. Ids: only the canonical decimal string of an integer is an id.
+
+NOT_CANONICAL = "id is not a canonical integer string: "
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (" 18 ", NOT_CANONICAL + "surrounding whitespace"),
+        ("18\n", NOT_CANONICAL + "surrounding whitespace"),
+        ("024", NOT_CANONICAL + "leading zero"),
+        ("00", NOT_CANONICAL + "leading zero"),
+        ("+5", NOT_CANONICAL + "plus sign"),
+        ("0" * 5000 + "7", NOT_CANONICAL + "leading zero"),
+    ],
+)
+def test_an_id_string_that_is_not_canonical_is_rejected_saying_why(value: str, reason: str) -> None:
+    with pytest.raises(Rejected) as info:
+        parse_id(value)
+    assert info.value.reason == reason
+
+
+@pytest.mark.parametrize("value", ["-27", "-1", "-0", " -5 ", "-" + "9" * 5000])
+def test_a_negative_id_string_says_what_a_negative_int_says(value: str) -> None:
+    with pytest.raises(Rejected) as as_int:
+        parse_id(-27)
+    with pytest.raises(Rejected) as as_str:
+        parse_id(value)
+    assert as_str.value.reason == as_int.value.reason
+
+
+@pytest.mark.parametrize(("value", "expected"), [("18", 18), ("1", 1), ("9223372036854775807",
+                         2**63 - 1), ("10", 10)])  # fmt: skip
+def test_a_canonical_id_string_is_the_id(value: str, expected: int) -> None:
+    assert parse_id(value) == expected
+
+
+def test_a_padded_id_is_not_merged_with_the_customer_it_would_collide_with() -> None:
+    raw: dict[str, Any] = {"email": "a@b.co", "first_name": "A", "last_name": "B"}
+    assert process({**raw, "id": 18}, 42)["customer_id"] == 18
+    for padded in (" 18 ", "018"):
+        with pytest.raises(Rejected, match="not a canonical integer string"):
+            process({**raw, "id": padded}, 42)
