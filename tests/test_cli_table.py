@@ -84,6 +84,10 @@ def output_dir_is_a_file(folder: Path) -> None:
     folder.write_text("a file, not a folder")
 
 
+def setting_below_field_table(folder: Path) -> None:
+    (folder.parent / "source.toml").write_text('[field]\nid = "id"\nconcurrency = 0\n')
+
+
 def export(folder: Path) -> Any:
     return orjson.loads((folder / "processed_customers.json").read_bytes())
 
@@ -191,6 +195,9 @@ CASES = [
     Case("--page-param the same as --size-param", EXIT_USAGE,
          "page_param and size_param name the same query parameter", three_pages(),
          ["--page-param", "per_page"]),
+    Case("a setting below the [field] table of --config", EXIT_USAGE,
+         "key concurrency on line 3 of source.toml is inside the [field] table", three_pages(),
+         ["--config", "source.toml"], prepare=setting_below_field_table),
     Case("an unknown flag", EXIT_USAGE, "error: No such option", three_pages(), ["--frobnicate"]),
     Case("--resume with --restart", EXIT_USAGE, "error:", three_pages(),
          ["--resume", "--restart"]),

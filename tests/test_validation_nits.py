@@ -4,6 +4,7 @@ that landed inside the [field] table)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -122,3 +123,58 @@ def test_a_padded_id_is_not_merged_with_the_customer_it_would_collide_with() -> 
     for padded in (" 18 ", "018"):
         with pytest.raises(Rejected, match="not a canonical integer string"):
             process({**raw, "id": padded}, 42)
+
+
+# 4. A top-level key written after [field] is, for TOML, a key of the field table.
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "source.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "line"),
+    [
+        ('seed = 1\n\n[field]\nid = "uid"\n\nconcurrency = 0\n', "concurrency", 6),
+        ('[field]\nid = "uid"\nbase_url = "http://127.0.0.1:8000"\n', "base_url", 3),
+        ('[field]\nid = "uid"\npaginator = "offset"\nseed = 3\n', "paginator", 3),
+    ],
+)
+def test_a_setting_after_the_field_table_is_said_to_be_inside_it(
+    tmp_path: Path, text: str, key: str, line: int
+) -> None:
+    config = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(config=config, env_file=None, environ={})
+    message = str(info.value)
+    assert f"key {key} on line {line} of {config} is inside the [field] table" in message
+    assert "top-level keys must come before any [table]" in message
+    assert "invalid field" not in message
+
+
+def test_every_misplaced_setting_is_named_at_once(tmp_path: Path) -> None:
+    config = write(tmp_path, '[field]\nid = "uid"\nconcurrency = 0\nseed = 3\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(config=config, env_file=None, environ={})
+    assert "key concurrency on line 3" in str(info.value)
+    assert "key seed on line 4" in str(info.value)
+
+
+def test_an_unknown_name_in_the_field_table_is_named_on_its_own_line(tmp_path: Path) -> None:
+    config = write(tmp_path, '[field]\nid = "uid"\n\nphone = "tel"\n')
+    with pytest.raises(ConfigError, match=r"line 4.*phone.*the fields are id, email"):
+        load_settings(config=config, env_file=None, environ={})
+
+
+def test_a_quoted_table_header_is_found_too(tmp_path: Path) -> None:
+    config = write(tmp_path, '[ "field" ]\nid = "uid"\nconcurrency = 0\n')
+    with pytest.raises(ConfigError, match=r"key concurrency on line 3 of .* inside the \[field\]"):
+        load_settings(config=config, env_file=None, environ={})
+
+
+def test_settings_above_the_field_table_still_load(tmp_path: Path) -> None:
+    config = write(tmp_path, 'concurrency = 3\n[field]\nid = "uid"\n')
+    settings = load_settings(config=config, env_file=None, environ={})
+    assert (settings.concurrency, settings.field) == (3, {"id": "uid"})
