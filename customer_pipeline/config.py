@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from ._limits import ENV_PREFIX
 from .errors import ConfigError
-from .settings import Problem, Settings, validate
+from .settings import CUSTOMER_FIELDS, Problem, Settings, validate
 
 DOTENV = Path(".env")
 # Flags whose name is not the setting's.
@@ -178,9 +178,44 @@ def _read_config(path: Path, keys: list[str], warn: Callable[[str], None] | None
                 + (f"did you mean {close[0]}? " if close else "")
                 + f"(the keys are the names in .env.example without {ENV_PREFIX}, lower-case)"
             )
+    if isinstance(table := values.get("field"), dict):
+        if isinstance(key := table.get("api_key"), str):
+            keys.append(key)  # an api_key line below [field]: masked all the same
+        problems += _misplaced_in_field(text, path, table)
     if problems:
         raise ConfigError("\n".join(problems))
     return {k: EMPTY_MEANS[k] if v == "" and k in EMPTY_MEANS else v for k, v in values.items()}
+
+
+def _misplaced_in_field(text: str, path: Path, table: Mapping[str, Any]) -> list[str]:
+    """A problem per key of the ``[field]`` table that is no customer field, at its own line.
+
+    TOML puts every key after a ``[field]`` header into that table, so a setting written
+    below it arrives as a field name: say so, rather than "invalid field".
+    """
+    import difflib
+
+    problems = []
+    for name in table:
+        if name in CUSTOMER_FIELDS:
+            continue
+        line = _line_of(text, "field", name)
+        close = difflib.get_close_matches(name, [*CUSTOMER_FIELDS, *Settings.model_fields], n=1)
+        setting = name if name in Settings.model_fields else next(iter(close), "")
+        if setting in Settings.model_fields:
+            mean = "" if setting == name else f" (did you mean {setting}?)"
+            problems.append(
+                f"key {name}{mean} {f'on line {line} of' if line else 'in'} {path} is inside "
+                "the [field] table (TOML puts every key below a [table] header into it): "
+                "top-level keys must come before any [table]; move it above [field]"
+            )
+        else:
+            mean = f"did you mean {close[0]}? " if close else ""
+            problems.append(
+                f"invalid field.{name} in {path} ({f'line {line}, ' if line else ''}key {name}): "
+                f"{mean}the fields are {', '.join(CUSTOMER_FIELDS)}"
+            )
+    return problems
 
 
 def _warn_if_readable(path: Path, warn: Callable[[str], None] | None) -> None:
@@ -209,7 +244,7 @@ def _line_of(text: str, table: str | None, key: str) -> int | None:
     current: str | None = None
     for number, line in enumerate(text.splitlines(), 1):
         if header := re.match(r"\s*\[\s*([^\]]+?)\s*\]", line):
-            current = header.group(1)
+            current = header.group(1).strip("\"'")  # [ "field" ] is [field]
             if table is None and current == key:
                 return number  # [field] is where the field map is set
             continue

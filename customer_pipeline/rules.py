@@ -26,29 +26,52 @@ class Rejected(Exception):
 
 
 def parse_id(value: Any) -> int:
-    """The customer id: an integer or integral string >= 1 (not a bool). Raises Rejected."""
+    """The customer id: an integer or its canonical decimal string, >= 1. Raises Rejected."""
     if isinstance(value, bool):
         raise Rejected("id is a boolean")
     if isinstance(value, int):
         number = value
     elif isinstance(value, str):
-        text = value.strip()
-        if not (text.isascii() and text.isdigit()):
-            raise Rejected("id missing" if not text else "id is not an integer")
-        digits = text.lstrip("0") or "0"
-        if len(digits) > 19:  # int() of thousands of digits is slow, or refused outright
-            raise Rejected(f"id {_shown(digits)} is larger than 2**63-1")
-        number = int(digits)
+        # The common case first, in three cheap str calls; any other string is refused below.
+        if not (value.isdigit() and value.isascii() and (value[0] != "0" or len(value) == 1)):
+            raise Rejected(_why_not_canonical(value))
+        if len(value) > 19:  # int() of thousands of digits is slow, or refused outright
+            raise Rejected(f"id {_shown(value)} is larger than 2**63-1")
+        number = int(value)
     elif value is None:
         raise Rejected("id missing")
     else:
         raise Rejected("id is not an integer")
     if number < 1:
-        raise Rejected("id is less than 1")
+        raise Rejected(_BELOW_1)
     if number > MAX_ID:
         shown = _shown(str(number)) if number.bit_length() < 14_000 else "of over 4,000 digits"
         raise Rejected(f"id {shown} is larger than 2**63-1")
     return number
+
+
+_BELOW_1: Final = "id is less than 1"
+_NOT_CANONICAL: Final = "id is not a canonical integer string: "
+
+
+def _why_not_canonical(value: str) -> str:
+    """Why a string that is not the canonical decimal of a positive integer is no id.
+
+    " 18 ", "018" and "+18" would otherwise be customer 18 too, merged with the real one.
+    """
+    text = value.strip()
+    if not text:
+        return "id missing"
+    digits = text.removeprefix("-").removeprefix("+")
+    if not (digits and digits.isascii() and digits.isdigit()) or text[1:2] in ("-", "+"):
+        return "id is not an integer"
+    if text[0] == "-":
+        return _BELOW_1  # what the int says: a negative id is refused for its value
+    if text != value:
+        return _NOT_CANONICAL + "surrounding whitespace"
+    if text[0] == "+":
+        return _NOT_CANONICAL + "plus sign"
+    return _NOT_CANONICAL + "leading zero"
 
 
 def _shown(digits: str) -> str:

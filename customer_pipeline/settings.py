@@ -189,8 +189,11 @@ def _check_resource(value: str) -> str:
 
 
 def _check_param(value: str) -> str:
-    if not value or any(c in value for c in "&=#?") or not value.isprintable():
-        raise ValueError("must be a query parameter name (no &, =, ?, # or spaces)")
+    # isprintable() lets the plain space through; a server would read "a b" as another name.
+    if not value or any(c in value for c in "&=#? ") or not value.isprintable():
+        raise ValueError(
+            "must be a query parameter name (no &, =, ?, #, spaces or invisible characters)"
+        )
     return value
 
 
@@ -434,7 +437,24 @@ def _cross_checks(values: Mapping[str, Any]) -> list[str]:
         messages.append("backoff_max must be at least backoff_base")
     if values["paginator"] in ("cursor", "next_url") and not values["next_path"]:
         messages.append(f"paginator {values['paginator']} needs next_path (--next-path)")
+    unit_param = _UNIT_PARAM.get(values["paginator"])
+    if unit_param is not None and values[unit_param] == values["size_param"]:
+        # No value in the message: a mistyped key must not leak through one.
+        messages.append(
+            f"{unit_param} and size_param name the same query parameter, which paginator "
+            f"{values['paginator']} would send twice; give them different names "
+            f"(--{unit_param.replace('_', '-')}, --size-param)"
+        )
     return messages
+
+
+# The parameter each paginator sends beside size_param (next_url sends size_param alone).
+_UNIT_PARAM = {
+    "page_number": "page_param",
+    "link": "page_param",
+    "offset": "offset_param",
+    "cursor": "cursor_param",
+}
 
 
 class _KeyProblem(ValueError):

@@ -84,6 +84,10 @@ def output_dir_is_a_file(folder: Path) -> None:
     folder.write_text("a file, not a folder")
 
 
+def setting_below_field_table(folder: Path) -> None:
+    (folder.parent / "source.toml").write_text('[field]\nid = "id"\nconcurrency = 0\n')
+
+
 def export(folder: Path) -> Any:
     return orjson.loads((folder / "processed_customers.json").read_bytes())
 
@@ -161,6 +165,9 @@ CASES = [
     Case("an id wider than 64 bits", EXIT_OK, "1 rejected",
          {1: Reply(body=WIDE_ID)}, check=rejected_with("larger than 2**63-1", [])),
     Case("nothing listens on the port", EXIT_FAILED, "page 1 failed", None),
+    Case("an id string with a leading zero beside the same id", EXIT_OK, "1 rejected",
+         {1: listing([user(18), user(18, id="018")], total_pages=1)},
+         check=rejected_with("not a canonical integer string: leading zero", [18])),
     # -- bad settings ----------------------------------------------------------------------
     Case("--rate-limit inf", EXIT_USAGE, "--rate-limit", three_pages(), ["--rate-limit", "inf"]),
     Case("--rate-limit 1e-300", EXIT_USAGE, "--rate-limit", three_pages(),
@@ -183,6 +190,14 @@ CASES = [
          env={"CUSTOMER_PIPELINE_API_KEY": SECRET_KEY + "\r"}),
     Case("an API key with a non-ASCII character", EXIT_USAGE, "non-ASCII", three_pages(),
          env={"CUSTOMER_PIPELINE_API_KEY": SECRET_KEY + "\u00e9"}),
+    Case("--page-param with a space", EXIT_USAGE, "--page-param", three_pages(),
+         ["--page-param", "a b"]),
+    Case("--page-param the same as --size-param", EXIT_USAGE,
+         "page_param and size_param name the same query parameter", three_pages(),
+         ["--page-param", "per_page"]),
+    Case("a setting below the [field] table of --config", EXIT_USAGE,
+         "key concurrency on line 3 of source.toml is inside the [field] table", three_pages(),
+         ["--config", "source.toml"], prepare=setting_below_field_table),
     Case("an unknown flag", EXIT_USAGE, "error: No such option", three_pages(), ["--frobnicate"]),
     Case("--resume with --restart", EXIT_USAGE, "error:", three_pages(),
          ["--resume", "--restart"]),

@@ -50,8 +50,8 @@ def read(p: Any, body: Any, unit: Unit | None = None, headers: dict[str, str] | 
          f"{BASE}/p?token=5"),
         ({"paginator": "link", "page_param": "_page", "size_param": "_limit"}, Unit(7),
          f"{BASE}/api/users?_page=7&_limit=6"),
-        ({"page_param": "the page", "size_param": "größe"}, Unit(1),
-         f"{BASE}/api/users?the%20page=1&gr%C3%B6%C3%9Fe=6"),
+        ({"page_param": "page[n]", "size_param": "größe"}, Unit(1),
+         f"{BASE}/api/users?page%5Bn%5D=1&gr%C3%B6%C3%9Fe=6"),
     ],
 )  # fmt: skip
 def test_each_request_sends_only_its_own_parameters(

@@ -303,7 +303,7 @@ def test_a_field_variable_that_is_not_a_json_object_names_it(
         ),
         (
             '[field]\nphone = "tel"\n',
-            "invalid field in .*source.toml \\(line 1, key field\\): names 'phone'",
+            "invalid field.phone in .*source.toml \\(line 2, key phone\\): the fields are ",
         ),
         ("[seed]\nx = 1\n", "invalid seed in .*source.toml \\(line 1, key seed\\): "),
         ("seed = 1\n", None),
