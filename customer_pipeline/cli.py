@@ -570,11 +570,23 @@ async def _run(settings: Settings, *, simulate: bool, show_bar: bool, modes: Run
     return result.exit_code
 
 
-@main.command(epilog="\b\nExample:\n  customer-pipeline schema > customers.schema.json")
-def schema() -> None:
-    """Print the JSON Schema of processed_customers.json."""
+@main.command(
+    epilog="\b\nExamples:\n"
+    "  customer-pipeline schema > customers.schema.json\n"
+    "  customer-pipeline schema --report > report.schema.json"
+)
+@click.option(
+    "--export", "document", flag_value="export", default=True,
+    help="The schema of processed_customers.json (the default).",
+)  # fmt: skip
+@click.option(
+    "--report", "document", flag_value="report", help="The schema of summary_report.json."
+)
+def schema(document: str) -> None:
+    """Print the JSON Schema (2020-12) of processed_customers.json or summary_report.json."""
     import orjson
 
-    from .models import ExportDocument
+    from .models import export_schema, report_schema
 
-    click.echo(orjson.dumps(ExportDocument.model_json_schema(), option=orjson.OPT_INDENT_2))
+    chosen = report_schema() if document == "report" else export_schema()
+    click.echo(orjson.dumps(chosen, option=orjson.OPT_INDENT_2))
