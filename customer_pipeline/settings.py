@@ -12,23 +12,44 @@ from __future__ import annotations
 
 import copy as _copy
 import dataclasses
-import math
-import re
-import unicodedata
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
-from urllib.parse import unquote, urlsplit
 
-from ._limits import (
-    MAX_PAGES,
-    MAX_RATE_LIMIT,
-    MAX_RESPONSE_BYTES,
-    MAX_SEED,
-    MAX_WAIT_S,
-    MIN_RATE_LIMIT,
+from ._checks import (
+    CUSTOMER_FIELDS,
+    DB_EXAMPLES,
+    check_api_key,
+    check_base_url,
+    check_dbs,
+    check_dotted,
+    check_fields,
+    check_formats,
+    check_no_nul,
+    check_param,
+    check_rate_limit,
+    check_resource,
+    check_table,
 )
+from ._convert import (
+    KeyProblem,
+    bounded,
+    one_of,
+    to_bool,
+    to_db_urls,
+    to_float,
+    to_int,
+    to_path,
+    to_secret,
+    to_str,
+    to_str_map,
+    to_str_tuple,
+)
+from ._limits import MAX_PAGES, MAX_RATE_LIMIT, MAX_RESPONSE_BYTES, MAX_SEED, MAX_WAIT_S
+from ._secret import DatabaseUrl, Secret
 from .errors import ConfigError
+
+__all__ = ["CUSTOMER_FIELDS", "DatabaseUrl", "Secret", "Settings", "validate"]
 
 DEFAULT_BASE_URL = "https://reqres.in"
 DEFAULT_API_KEY = "reqres-free-v1"
@@ -36,77 +57,10 @@ DEFAULT_SEED = 42
 
 Transport = Literal["aiohttp", "httpx"]
 Paginator = Literal["page_number", "offset", "cursor", "link", "next_url"]
-CUSTOMER_FIELDS = ("id", "email", "first_name", "last_name", "avatar")
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 DbMode = Literal["upsert", "replace"]
 
 Problem = tuple[tuple[str, ...], str]  # where (setting, maybe a key in it) and what is wrong
-
-
-class Secret:
-    """A string kept out of every repr, str and dump: the API key."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def get_secret_value(self) -> str:
-        """The string itself."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('**********')"
-
-    def __str__(self) -> str:
-        return "**********"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-
-class DatabaseUrl(Secret):
-    """A database URL whose password is a secret: shown as ``scheme://user:***@host/db``."""
-
-    __slots__ = ()
-
-    def _userinfo(self) -> tuple[str, str, str] | None:
-        """(user, password, the rest after "@") or None; up to the LAST "@", so never short."""
-        _, has_scheme, rest = self._value.partition("://")
-        at = rest.rfind("@") if has_scheme else -1
-        if at < 0 or ":" not in rest[:at]:
-            return None
-        user, _, password = rest[:at].partition(":")
-        return user, password, rest[at + 1 :]
-
-    @property
-    def masked(self) -> str:
-        """The URL with its password (if any) replaced by ``***``."""
-        if (parts := self._userinfo()) is None:
-            return self._value
-        user, _, rest = parts
-        return f"{self._value.partition('://')[0]}://{user}:***@{rest}"
-
-    @property
-    def scheme(self) -> str:
-        """The URL's scheme, lower case, without a driver suffix (``postgresql+asyncpg``)."""
-        return self._value.partition("://")[0].split("+")[0].lower()
-
-    @property
-    def passwords(self) -> list[str]:
-        """The password as written in the URL and percent-decoded (none when there is none)."""
-        if (parts := self._userinfo()) is None or not parts[1]:
-            return []
-        return list(dict.fromkeys([parts[1], unquote(parts[1])]))
-
-    def __repr__(self) -> str:
-        return f"DatabaseUrl({self.masked!r})"
-
-    def __str__(self) -> str:
-        return self.masked
 
 
 def _setting(
@@ -130,143 +84,13 @@ def _seconds(default: float, description: str) -> Any:
     return _setting(default, description, gt=0, le=MAX_WAIT_S)
 
 
-def _check_base_url(value: str) -> str:
-    value = value.strip()
-    if any(c.isspace() or unicodedata.category(c) == "Cc" for c in value):
-        raise ValueError("contains a space or a control character")
-    if "?" in value or "#" in value:
-        # The client appends the listing's own query; a second "?" would corrupt it.
-        raise ValueError("must not carry a query (?...) or a fragment (#...)")
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError:
-        raise ValueError("has a malformed host or port (a number from 1 to 65535)") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an http:// or https:// URL with a host")
-    if parts.username or parts.password:
-        raise ValueError("must not carry credentials; use api_key")
-    if port == 0:
-        raise ValueError("has port 0; give a port from 1 to 65535 or none")
-    return value.rstrip("/")
-
-
-def _check_api_key(value: Secret) -> Secret:
-    # The messages describe the key, never show it.
-    key = value.get_secret_value()
-    if "\r" in key or "\n" in key:
-        raise ValueError(
-            "contains a line break: a trailing CR/LF? a file with Windows line endings? "
-            "(strip it, e.g. tr -d '\\r\\n')"
-        )
-    if not key.isascii():
-        raise ValueError("contains a non-ASCII character, which no HTTP header can carry")
-    if not key.isprintable():
-        raise ValueError("contains a control character (a tab?), which no HTTP header carries")
-    if key != key.strip():
-        raise ValueError("starts or ends with a space, which HTTP drops; remove it")
-    return value
-
-
-def _check_rate_limit(value: float) -> float:
-    if 0 < value < MIN_RATE_LIMIT:
-        # Slower than one request in 1000 s would look like a hang.
-        raise ValueError(f"must be 0 (unlimited) or at least {MIN_RATE_LIMIT}")
-    return value
-
-
-def _check_no_nul(value: Path | None) -> Path | None:
-    if value is not None and "\x00" in str(value):
-        raise ValueError("contains a NUL character")
-    return value
-
-
-def _check_resource(value: str) -> str:
-    value = value.strip()
-    if not value.startswith("/") or any(c in value for c in "?#") or not value.isprintable():
-        raise ValueError("must be a path starting with / with no query or fragment")
-    return value
-
-
-def _check_param(value: str) -> str:
-    # isprintable() lets the plain space through; a server would read "a b" as another name.
-    if not value or any(c in value for c in "&=#? ") or not value.isprintable():
-        raise ValueError(
-            "must be a query parameter name (no &, =, ?, #, spaces or invisible characters)"
-        )
-    return value
-
-
-def _check_dotted(value: str) -> str:
-    value = value.strip()
-    if value and any(part == "" for part in value.split(".")):
-        raise ValueError("must be a dotted path such as meta.next (no empty part)")
-    return value
-
-
-def _check_fields(value: dict[str, str]) -> dict[str, str]:
-    for name, path in value.items():
-        if name not in CUSTOMER_FIELDS:
-            raise ValueError(f"names {name!r}; the fields are {', '.join(CUSTOMER_FIELDS)}")
-        if not path or any(part == "" for part in path.split(".")):
-            raise ValueError(f"gives {name} an empty or malformed dotted path")
-    return value
-
-
-def _check_formats(value: tuple[str, ...]) -> tuple[str, ...]:
-    from .sinks import FORMATS  # the registry: a new format is known here with no edit
-
-    if not value:
-        raise ValueError(f"names no format; give at least one of {', '.join(FORMATS)}")
-    for name in value:
-        if name not in FORMATS:
-            raise ValueError(f"names {name!r}; the formats are {', '.join(FORMATS)}")
-    return tuple(dict.fromkeys(value))  # a format named twice is written once
-
-
-DB_EXAMPLES = "duckdb:///path.duckdb, sqlite:///path.db or postgresql://user:pass@host:5432/db"
-
-
-def _check_dbs(value: tuple[DatabaseUrl, ...]) -> tuple[DatabaseUrl, ...]:
-    from .sinks import DATABASES
-
-    # The messages never show the URL: it may carry a password.
-    for number, url in enumerate(value, 1):
-        text = url.get_secret_value()
-        where = f"URL {number} of {len(value)}" if len(value) > 1 else "the URL"
-        if any(c.isspace() or unicodedata.category(c) == "Cc" for c in text):
-            raise ValueError(f"{where} contains a space or a control character")
-        scheme, has_scheme, rest = text.partition("://")
-        if not has_scheme or not rest:
-            raise ValueError(f"{where} is not a database URL such as {DB_EXAMPLES}")
-        if url.scheme not in DATABASES:
-            known = ", ".join(f"{name}://" for name in DATABASES) or "none installed"
-            raise ValueError(f"{where} has the scheme {scheme[:20]!r}; known: {known}")
-        try:
-            _ = urlsplit(text).port  # raises for a port out of range or a bad IPv6 host
-        except ValueError:
-            raise ValueError(f"{where} has a malformed host or port") from None
-    return tuple(dict.fromkeys(value))
-
-
-def _check_table(value: str) -> str:
-    # An identifier we can put in SQL unquoted on every database we load.
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", value):
-        raise ValueError(
-            "must be a plain SQL name: a letter or _, then letters, digits or _ (63 at most)"
-        )
-    if value.lower() == "pipeline_runs":
-        raise ValueError("must not be pipeline_runs: that table records the runs")
-    return value
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Settings:
     """Everything a run can be told, checked when built: a bad value raises ConfigError."""
 
-    base_url: str = _setting(DEFAULT_BASE_URL, "API root (http or https)", check=_check_base_url)
+    base_url: str = _setting(DEFAULT_BASE_URL, "API root (http or https)", check=check_base_url)
     api_key: Secret = _setting(
-        Secret(DEFAULT_API_KEY), "sent as the x-api-key header, never logged", check=_check_api_key
+        Secret(DEFAULT_API_KEY), "sent as the x-api-key header, never logged", check=check_api_key
     )
     concurrency: int = _setting(10, "requests in flight at most", ge=1, le=1000)
     rate_limit: float = _setting(
@@ -274,7 +98,7 @@ class Settings:
         "requests per second at most, retries included (0 = unlimited)",
         ge=0,
         le=MAX_RATE_LIMIT,
-        check=_check_rate_limit,
+        check=check_rate_limit,
     )
     max_retries: int = _setting(5, "retries per page before it fails", ge=0, le=100)
     backoff_base: float = _seconds(1.0, "first backoff wait, seconds (doubles)")
@@ -290,53 +114,53 @@ class Settings:
     seed: int = _setting(
         DEFAULT_SEED, "seed of the deterministic business fields", ge=0, le=MAX_SEED
     )
-    output_dir: Path = _setting(Path("output"), "folder for the output files", check=_check_no_nul)
+    output_dir: Path = _setting(Path("output"), "folder for the output files", check=check_no_nul)
     transport: Transport = _setting(
         "aiohttp", "HTTP transport under the httpx API: aiohttp (fast) or httpx"
     )
     log_file: Path | None = _setting(
-        None, "log file (default: <output_dir>/pipeline.log)", check=_check_no_nul
+        None, "log file (default: <output_dir>/pipeline.log)", check=check_no_nul
     )
     log_level: LogLevel = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
     verify_tls: bool = _setting(True, "verify TLS certificates")
 
     # The source: which listing, how it pages, where the records and counts are in a body.
     resource: str = _setting(
-        "/api/users", "path of the listing under base_url", check=_check_resource
+        "/api/users", "path of the listing under base_url", check=check_resource
     )
     paginator: Paginator = _setting("page_number", "page_number, offset, cursor, link or next_url")
-    page_param: str = _setting("page", "query parameter of the page number", check=_check_param)
-    size_param: str = _setting("per_page", "query parameter of the page size", check=_check_param)
+    page_param: str = _setting("page", "query parameter of the page number", check=check_param)
+    size_param: str = _setting("per_page", "query parameter of the page size", check=check_param)
     first_page: int = _setting(1, "number of the first page (0 or 1)", ge=0, le=1)
-    offset_param: str = _setting("offset", "query parameter of the offset", check=_check_param)
-    cursor_param: str = _setting("cursor", "query parameter of the cursor", check=_check_param)
+    offset_param: str = _setting("offset", "query parameter of the offset", check=check_param)
+    cursor_param: str = _setting("cursor", "query parameter of the cursor", check=check_param)
     data_path: str = _setting(
-        "data", "dotted path of the records; empty: the body", check=_check_dotted
+        "data", "dotted path of the records; empty: the body", check=check_dotted
     )
     total_pages_path: str = _setting(
-        "total_pages", "dotted path of the page count", check=_check_dotted
+        "total_pages", "dotted path of the page count", check=check_dotted
     )
-    total_path: str = _setting("total", "dotted path of the record count", check=_check_dotted)
+    total_path: str = _setting("total", "dotted path of the record count", check=check_dotted)
     next_path: str = _setting(
-        "", "dotted path of the next cursor (cursor) or next URL (next_url)", check=_check_dotted
+        "", "dotted path of the next cursor (cursor) or next URL (next_url)", check=check_dotted
     )
     field: dict[str, str] = _setting(
         {},
         "where a customer field is in a record: NAME=dotted.path (id, email, first_name, "
         "last_name, avatar); unnamed fields keep their own names",
-        check=_check_fields,
+        check=check_fields,
     )
 
     # Where the customers go: output files and databases (each one sink, see sinks/).
     format: tuple[str, ...] = _setting(
-        ("json",), "output files: json, jsonl, parquet (repeatable)", check=_check_formats
+        ("json",), "output files: json, jsonl, parquet (repeatable)", check=check_formats
     )
     db: tuple[DatabaseUrl, ...] = _setting(
         (),
         f"databases the customers are loaded into (repeatable): {DB_EXAMPLES}",
-        check=_check_dbs,
+        check=check_dbs,
     )
-    table: str = _setting("customers", "table of the customers in --db", check=_check_table)
+    table: str = _setting("customers", "table of the customers in --db", check=check_table)
     db_mode: DbMode = _setting(
         "upsert", "upsert (customers this run did not see are kept) or replace (the whole table)"
     )
@@ -409,10 +233,10 @@ def validate(given: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
         spec = Settings.model_fields[name]
         try:
             value = CONVERT[str(spec.type)](value)
-            value = _bounded(value, spec.metadata)
+            value = bounded(value, spec.metadata)
             if (check := spec.metadata["check"]) is not None:
                 value = check(value)
-        except _KeyProblem as exc:
+        except KeyProblem as exc:
             problems.append(((name, exc.key), str(exc)))
         except ValueError as exc:
             problems.append(((name,), str(exc)))
@@ -457,148 +281,20 @@ _UNIT_PARAM = {
 }
 
 
-class _KeyProblem(ValueError):
-    """A bad entry of a mapping setting, at ``key``."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
-
-
-def _bounded(value: Any, metadata: Mapping[str, Any]) -> Any:
-    if (ge := metadata["ge"]) is not None and value < ge:
-        raise ValueError(f"must be at least {ge}")
-    if (gt := metadata["gt"]) is not None and value <= gt:
-        raise ValueError(f"must be more than {gt}")
-    if (le := metadata["le"]) is not None and value > le:
-        raise ValueError(f"must be at most {le}")
-    return value
-
-
-def _to_int(value: Any) -> int:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise ValueError("must be a whole number")
-
-
-def _to_float(value: Any) -> float:
-    try:
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise ValueError
-        number = float(value)
-    except ValueError:
-        raise ValueError("must be a number") from None
-    except OverflowError:  # an int beyond any float
-        number = math.inf
-    if not math.isfinite(number):
-        raise ValueError("must be a finite number")
-    return number
-
-
-TRUE, FALSE = {"1", "true", "yes", "on", "t", "y"}, {"0", "false", "no", "off", "f", "n"}
-
-
-def _to_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | str) and str(value).strip().lower() in TRUE | FALSE:
-        return str(value).strip().lower() in TRUE
-    raise ValueError("must be true or false")
-
-
-def _to_str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError("must be a string")
-    return value
-
-
-def _to_path(value: Any) -> Path:
-    if not isinstance(value, str | Path):
-        raise ValueError("must be a path")
-    return Path(value)
-
-
-def _to_secret(value: Any) -> Secret:
-    if isinstance(value, str):
-        return Secret(value)
-    if callable(getattr(value, "get_secret_value", None)):  # pydantic's SecretStr too
-        return Secret(_to_str(value.get_secret_value()))
-    raise ValueError("must be a string")
-
-
-def _to_str_map(value: Any) -> dict[str, str]:
-    if not isinstance(value, Mapping):
-        raise ValueError('must be a table of NAME = "dotted.path"')
-    for key, path in value.items():
-        if not isinstance(path, str):
-            raise _KeyProblem(str(key), "must be a string")
-    return {str(key): path for key, path in value.items()}
-
-
-def _to_strings(value: Any) -> list[Any]:
-    """A list from a list, or from a string: a JSON array, or items separated by commas."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            import json
-
-            try:
-                value = json.loads(text)
-            except ValueError:
-                raise ValueError("must be a JSON array or a comma-separated list") from None
-        else:
-            return [item.strip() for item in text.split(",") if item.strip()]
-    if isinstance(value, Secret) or not isinstance(value, list | tuple):
-        value = [value]
-    return list(value)
-
-
-def _to_str_tuple(value: Any) -> tuple[str, ...]:
-    items = _to_strings(value)
-    if not all(isinstance(item, str) for item in items):
-        raise ValueError("must be a list of strings")
-    return tuple(items)
-
-
-def _to_db_urls(value: Any) -> tuple[DatabaseUrl, ...]:
-    items = _to_strings(value)
-    urls = []
-    for item in items:
-        if isinstance(item, Secret):
-            item = item.get_secret_value()
-        if not isinstance(item, str):
-            raise ValueError("must be a list of URL strings")
-        urls.append(DatabaseUrl(item))
-    return tuple(urls)
-
-
-def _one_of(choices: tuple[str, ...], *, upper: bool = False) -> Callable[[Any], str]:
-    def convert(value: Any) -> str:
-        if isinstance(value, str) and (value.upper() if upper else value) in choices:
-            return value.upper() if upper else value
-        raise ValueError(f"must be one of {', '.join(choices)}")
-
-    return convert
-
-
 # How each annotation (a string: annotations are postponed) converts a value.
 CONVERT: dict[str, Callable[[Any], Any]] = {
-    "int": _to_int,
-    "float": _to_float,
-    "bool": _to_bool,
-    "str": _to_str,
-    "Path": _to_path,
-    "Path | None": lambda value: None if value is None else _to_path(value),
-    "Secret": _to_secret,
-    "dict[str, str]": _to_str_map,
-    "Transport": _one_of(get_args(Transport)),
-    "Paginator": _one_of(get_args(Paginator)),
-    "LogLevel": _one_of(get_args(LogLevel), upper=True),
-    "tuple[str, ...]": _to_str_tuple,
-    "tuple[DatabaseUrl, ...]": _to_db_urls,
-    "DbMode": _one_of(get_args(DbMode)),
+    "int": to_int,
+    "float": to_float,
+    "bool": to_bool,
+    "str": to_str,
+    "Path": to_path,
+    "Path | None": lambda value: None if value is None else to_path(value),
+    "Secret": to_secret,
+    "dict[str, str]": to_str_map,
+    "Transport": one_of(get_args(Transport)),
+    "Paginator": one_of(get_args(Paginator)),
+    "LogLevel": one_of(get_args(LogLevel), upper=True),
+    "tuple[str, ...]": to_str_tuple,
+    "tuple[DatabaseUrl, ...]": to_db_urls,
+    "DbMode": one_of(get_args(DbMode)),
 }

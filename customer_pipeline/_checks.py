@@ -1,0 +1,146 @@
+"""The checks of single settings: each returns the value (maybe normalised) or raises ValueError.
+
+No message repeats the value: a mistyped key or a URL with a password cannot leak through one.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ._limits import MIN_RATE_LIMIT
+from ._secret import DatabaseUrl, Secret
+
+CUSTOMER_FIELDS = ("id", "email", "first_name", "last_name", "avatar")
+
+
+def check_base_url(value: str) -> str:
+    value = value.strip()
+    if any(c.isspace() or unicodedata.category(c) == "Cc" for c in value):
+        raise ValueError("contains a space or a control character")
+    if "?" in value or "#" in value:
+        # The client appends the listing's own query; a second "?" would corrupt it.
+        raise ValueError("must not carry a query (?...) or a fragment (#...)")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ValueError("has a malformed host or port (a number from 1 to 65535)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if parts.username or parts.password:
+        raise ValueError("must not carry credentials; use api_key")
+    if port == 0:
+        raise ValueError("has port 0; give a port from 1 to 65535 or none")
+    return value.rstrip("/")
+
+
+def check_api_key(value: Secret) -> Secret:
+    # The messages describe the key, never show it.
+    key = value.get_secret_value()
+    if "\r" in key or "\n" in key:
+        raise ValueError(
+            "contains a line break: a trailing CR/LF? a file with Windows line endings? "
+            "(strip it, e.g. tr -d '\\r\\n')"
+        )
+    if not key.isascii():
+        raise ValueError("contains a non-ASCII character, which no HTTP header can carry")
+    if not key.isprintable():
+        raise ValueError("contains a control character (a tab?), which no HTTP header carries")
+    if key != key.strip():
+        raise ValueError("starts or ends with a space, which HTTP drops; remove it")
+    return value
+
+
+def check_rate_limit(value: float) -> float:
+    if 0 < value < MIN_RATE_LIMIT:
+        # Slower than one request in 1000 s would look like a hang.
+        raise ValueError(f"must be 0 (unlimited) or at least {MIN_RATE_LIMIT}")
+    return value
+
+
+def check_no_nul(value: Path | None) -> Path | None:
+    if value is not None and "\x00" in str(value):
+        raise ValueError("contains a NUL character")
+    return value
+
+
+def check_resource(value: str) -> str:
+    value = value.strip()
+    if not value.startswith("/") or any(c in value for c in "?#") or not value.isprintable():
+        raise ValueError("must be a path starting with / with no query or fragment")
+    return value
+
+
+def check_param(value: str) -> str:
+    # isprintable() lets the plain space through; a server would read "a b" as another name.
+    if not value or any(c in value for c in "&=#? ") or not value.isprintable():
+        raise ValueError(
+            "must be a query parameter name (no &, =, ?, #, spaces or invisible characters)"
+        )
+    return value
+
+
+def check_dotted(value: str) -> str:
+    value = value.strip()
+    if value and any(part == "" for part in value.split(".")):
+        raise ValueError("must be a dotted path such as meta.next (no empty part)")
+    return value
+
+
+def check_fields(value: dict[str, str]) -> dict[str, str]:
+    for name, path in value.items():
+        if name not in CUSTOMER_FIELDS:
+            raise ValueError(f"names {name!r}; the fields are {', '.join(CUSTOMER_FIELDS)}")
+        if not path or any(part == "" for part in path.split(".")):
+            raise ValueError(f"gives {name} an empty or malformed dotted path")
+    return value
+
+
+def check_formats(value: tuple[str, ...]) -> tuple[str, ...]:
+    from .sinks import FORMATS  # the registry: a new format is known here with no edit
+
+    if not value:
+        raise ValueError(f"names no format; give at least one of {', '.join(FORMATS)}")
+    for name in value:
+        if name not in FORMATS:
+            raise ValueError(f"names {name!r}; the formats are {', '.join(FORMATS)}")
+    return tuple(dict.fromkeys(value))  # a format named twice is written once
+
+
+DB_EXAMPLES = "duckdb:///path.duckdb, sqlite:///path.db or postgresql://user:pass@host:5432/db"
+
+
+def check_dbs(value: tuple[DatabaseUrl, ...]) -> tuple[DatabaseUrl, ...]:
+    from .sinks import DATABASES
+
+    # The messages never show the URL: it may carry a password.
+    for number, url in enumerate(value, 1):
+        text = url.get_secret_value()
+        where = f"URL {number} of {len(value)}" if len(value) > 1 else "the URL"
+        if any(c.isspace() or unicodedata.category(c) == "Cc" for c in text):
+            raise ValueError(f"{where} contains a space or a control character")
+        scheme, has_scheme, rest = text.partition("://")
+        if not has_scheme or not rest:
+            raise ValueError(f"{where} is not a database URL such as {DB_EXAMPLES}")
+        if url.scheme not in DATABASES:
+            known = ", ".join(f"{name}://" for name in DATABASES) or "none installed"
+            raise ValueError(f"{where} has the scheme {scheme[:20]!r}; known: {known}")
+        try:
+            _ = urlsplit(text).port  # raises for a port out of range or a bad IPv6 host
+        except ValueError:
+            raise ValueError(f"{where} has a malformed host or port") from None
+    return tuple(dict.fromkeys(value))
+
+
+def check_table(value: str) -> str:
+    # An identifier we can put in SQL unquoted on every database we load.
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", value):
+        raise ValueError(
+            "must be a plain SQL name: a letter or _, then letters, digits or _ (63 at most)"
+        )
+    if value.lower() == "pipeline_runs":
+        raise ValueError("must not be pipeline_runs: that table records the runs")
+    return value
