@@ -17,7 +17,7 @@ from .conftest import SECRET_KEY
 
 ORIGIN = "http://api.test"
 POLICY = FetchPolicy(concurrency=2, rate_limit=0, max_retries=3, backoff_base=0.001,
-                     backoff_max=0.002, timeout=5)  # fmt: skip
+                     backoff_max=0.002, timeout=5, max_response_bytes=10_000_000)  # fmt: skip
 
 
 async def no_sleep(seconds: float) -> None:

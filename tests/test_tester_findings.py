@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import logging
@@ -25,6 +26,7 @@ from customer_pipeline.cli import main
 from customer_pipeline.dedup import SortedSpool
 from customer_pipeline.http import Fetcher, FetchPolicy, Request, make_transport
 from customer_pipeline.observe import Bus, Retrying
+from customer_pipeline.settings import Settings
 
 from .conftest import BASE_URL, SECRET_KEY, fast_settings
 from .helpers import pages_api
@@ -238,7 +240,8 @@ async def test_a_429_retry_logs_the_real_wait_and_what_the_server_asked(
     router = respx.mock(assert_all_called=False)
     router.get(USERS).mock(side_effect=[httpx.Response(429, headers={"Retry-After": "30"}),
                                         httpx.Response(200, content=b"ok")])  # fmt: skip
-    policy = FetchPolicy(rate_limit=0, backoff_base=0.001, backoff_max=1, timeout=5)
+    policy = dataclasses.replace(FetchPolicy.from_settings(Settings()), rate_limit=0,
+                                 backoff_base=0.001, backoff_max=1, timeout=5)  # fmt: skip
     caplog.set_level(logging.INFO, "customer_pipeline")
     with router:
         async with httpx.AsyncClient() as http:

@@ -91,13 +91,14 @@ class Response:
 class FetchPolicy:
     """The limits and the retry policy every request obeys."""
 
-    concurrency: int = 10
-    rate_limit: float = 10.0
-    max_retries: int = 5
-    backoff_base: float = 1.0
-    backoff_max: float = 30.0
-    timeout: float = 10.0
-    max_response_bytes: int = 10_000_000
+    # No defaults here: they are the settings' (FetchPolicy.from_settings(Settings())).
+    concurrency: int
+    rate_limit: float
+    max_retries: int
+    backoff_base: float
+    backoff_max: float
+    timeout: float
+    max_response_bytes: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FetchPolicy:
