@@ -34,6 +34,7 @@ from click.testing import CliRunner
 
 from customer_pipeline import ConfigError, OutputError, run_pipeline, sinks
 from customer_pipeline.cli import main
+from customer_pipeline.fields import FIELD_TABLE
 from customer_pipeline.settings import DatabaseUrl
 from customer_pipeline.sinks import _tables
 from customer_pipeline.sinks.duckdb import DuckDbSink
@@ -263,6 +264,7 @@ async def write(self, batch):
     os.kill(os.getpid(), signal.SIGKILL)
 sink.write = write
 from customer_pipeline.cli import main
+from customer_pipeline.fields import FIELD_TABLE
 main(sys.argv[2:], prog_name="customer-pipeline")
 """
 
@@ -378,6 +380,22 @@ def test_a_bad_embedded_database_url_is_a_config_error(url: str, message: str) -
         _tables.file_path(DatabaseUrl(url))
 
 
+def test_the_columns_are_the_customer_model_fields_typed_from_their_annotations() -> None:
+    assert FIELD_TABLE.column_names == _tables.NAMES
+    kinds = {c.name: (c.kind, c.nullable) for c in _tables.COLUMNS}
+    assert kinds["customer_id"] == ("key", False) and kinds["email"] == ("text", True)
+    assert kinds["customer_tier"] == ("text", False)  # an enum: its values are text
+    assert kinds["data_quality_score"] == ("int", False)
+    assert kinds["quality_issues"] == ("list", False)
+    # A new field of a known type is a new column with no other edit; an unknown type says
+    # where to add it.
+    assert _tables._column("lifetime_value", int | None) == _tables.Column(
+        "lifetime_value", "int", True
+    )
+    with pytest.raises(TypeError, match=r"Customer.ratio: no database column type .* in cust"):
+        _tables._column("ratio", float)
+
+
 def test_embedded_database_paths_follow_sqlalchemy() -> None:
     assert _tables.file_path(DatabaseUrl("sqlite:///data/x.db")) == Path("data/x.db")
     assert _tables.file_path(DatabaseUrl("duckdb:////srv/x.duckdb")) == Path("/srv/x.duckdb")
@@ -472,7 +490,7 @@ def test_the_password_reaches_no_log_report_row_or_terminal(
     guarded: tuple[PostgresCluster, str, str], idle_api: str, tmp_path: Path
 ) -> None:
     cluster, name, role = guarded
-    url = cluster.url(name, role, PASSWORD)
+    url = cluster.url(name, role, PASSWORD).replace("postgresql://", "postgres://")  # an alias
     result = CliRunner().invoke(
         main, ["run", "--base-url", idle_api, "--db", url, "--no-progress", "--output-dir",
                str(tmp_path), "--api-key", SECRET_KEY, "--log-level", "DEBUG"],
