@@ -13,14 +13,13 @@ per run, begun at the first batch; a crash leaves the file as it was.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import _tables
-from .base import CustomerBatch, Sink, SinkContext
+from .base import CustomerBatch, Sink
 
 if TYPE_CHECKING:
     import duckdb
@@ -32,27 +31,14 @@ class DuckDbSink(_tables.EmbeddedSink["duckdb.DuckDBPyConnection"]):
     dialect: ClassVar[_tables.Dialect] = _tables.DUCKDB
     begin: ClassVar[str] = "BEGIN TRANSACTION"
 
-    def __init__(self, context: SinkContext) -> None:
-        super().__init__(context)
-        self._scratch: Path | None = None
-        self._batches = 0
-
     async def open(self) -> None:
-        """Import duckdb, open the file (DuckDB locks it) and make the scratch folder."""
+        """Import duckdb, then open the file (DuckDB locks it) and check a table already there."""
         try:
             import duckdb
         except ImportError:
             raise _tables.missing_library("duckdb", "duckdb", "duckdb") from None
         self._errors = (duckdb.Error, OSError)
         await super().open()
-        self._scratch = Path(tempfile.mkdtemp(prefix="customer-pipeline-duckdb-"))
-
-    async def abort(self) -> None:
-        """Roll back what is not committed, close the file, drop the scratch files."""
-        await super().abort()
-        scratch, self._scratch = self._scratch, None
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
 
     def _open_file(self) -> duckdb.DuckDBPyConnection:
         import duckdb
@@ -74,16 +60,12 @@ class DuckDbSink(_tables.EmbeddedSink["duckdb.DuckDBPyConnection"]):
         self._db().execute(sql, list(parameters))
 
     def _load(self, batch: CustomerBatch) -> None:
-        if self._scratch is None:
-            raise RuntimeError("DuckDbSink used before open() or after commit()/abort()")
-        # A new name for each batch: DuckDB may cache a file it has read by its name.
-        self._batches += 1
-        path = self._scratch / f"batch-{self._batches}.jsonl"
-        path.write_bytes(b"\n".join(batch.lines))
-        try:
-            self._execute(_read_json_upsert(self._table, path))
-        finally:
-            path.unlink()
+        # A new file for each batch, gone once read: DuckDB may cache a file by its name, and
+        # only a kill during this very call leaves one behind.
+        with tempfile.NamedTemporaryFile(prefix="customer-pipeline-", suffix=".jsonl") as scratch:
+            scratch.write(b"\n".join(batch.lines))
+            scratch.flush()
+            self._execute(_read_json_upsert(self._table, Path(scratch.name)))
 
     def _close(self, connection: duckdb.DuckDBPyConnection) -> None:
         with contextlib.suppress(Exception):  # closing rolls back an open transaction
