@@ -33,7 +33,12 @@ if TYPE_CHECKING:
 FORMATS: Final[dict[str, str]] = {
     "json": ".json_document:JsonDocumentSink",
 }
-DATABASES: Final[dict[str, str]] = {}  # URL scheme -> "module:Class"
+DATABASES: Final[dict[str, str]] = {  # URL scheme -> "module:Class"
+    "duckdb": ".duckdb:DuckDbSink",
+    "sqlite": ".sqlite:SqliteSink",
+    "postgresql": ".postgres:PostgresSink",
+    "postgres": ".postgres:PostgresSink",
+}
 
 __all__ = [
     "BATCH_SIZE",
