@@ -30,6 +30,7 @@ import anyio
 import orjson
 
 from .errors import CheckpointError, ConfigError, InvalidBodyError, OutputError
+from .logs import spellings
 from .settings import Settings
 from .sources import Page
 
@@ -90,6 +91,40 @@ class Checkpoint:
         self._last_commit = time.monotonic()
         self._recorded: anyio.Event | None = None  # set while a committer waits for a page
         self._fingerprint: dict[str, object] = {}
+        self._masks: list[tuple[bytes, bytes]] = []  # (a spelling of the key, its stand-in)
+
+    def hide(self, secret: str) -> None:
+        """Store every spelling of ``secret`` (the API key) as a stand-in, read back as it was.
+
+        A server may echo the key into a next URL, a cursor or a body: the checkpoint keeps
+        those to resume, and the key must reach no file. Reading a row puts the key back.
+        """
+        forms = sorted((f for f in spellings(secret) if f), key=len, reverse=True) if secret else []
+        self._masks = [(form.encode("utf-8", "surrogatepass"),
+                        f"{{{{customer-pipeline:api-key:{i}}}}}".encode())
+                       for i, form in enumerate(forms)]  # fmt: skip
+
+    def _masked(self, data: bytes) -> bytes:
+        for form, stand_in in self._masks:
+            data = data.replace(form, stand_in)
+        return data
+
+    def _unmasked(self, data: bytes) -> bytes:
+        for form, stand_in in self._masks:
+            data = data.replace(stand_in, form)
+        return data
+
+    def _masked_text(self, text: str | None) -> str | None:
+        if text is None or not self._masks:
+            return text
+        return self._masked(text.encode("utf-8", "surrogatepass")).decode("utf-8", "surrogatepass")
+
+    def _unmasked_text(self, text: str | None) -> str | None:
+        if text is None or not self._masks:
+            return text
+        return self._unmasked(text.encode("utf-8", "surrogatepass")).decode(
+            "utf-8", "surrogatepass"
+        )
 
     @classmethod
     def open(cls, settings: Settings, mode: RunMode = "new") -> Checkpoint:
@@ -112,6 +147,7 @@ class Checkpoint:
                 checkpoint._check_fingerprint(settings)
                 state = "a finished run" if checkpoint.complete else "an unfinished run"
                 log.info("resuming %s: %d pages recorded in %s", state, len(checkpoint), path)
+                checkpoint.hide(settings.api_key.get_secret_value())
                 return checkpoint
             elif not checkpoint.complete:
                 checkpoint.close()
@@ -124,7 +160,9 @@ class Checkpoint:
                 checkpoint.discard()
         elif mode == "resume":
             log.info("--resume: no checkpoint in %s, starting from the first page", path.parent)
-        return cls._create(path, settings)
+        created = cls._create(path, settings)
+        created.hide(settings.api_key.get_secret_value())
+        return created
 
     @classmethod
     def _create(cls, path: Path, settings: Settings) -> Checkpoint:
@@ -235,7 +273,12 @@ class Checkpoint:
                 self._open_transaction = True
             self._db.execute(
                 "INSERT OR REPLACE INTO units VALUES (?, ?, ?, ?)",
-                (page.number, page.state, headers, page.body),
+                (
+                    page.number,
+                    self._masked_text(page.state),
+                    self._masked_text(headers),
+                    self._masked(page.body),
+                ),
             )
         except sqlite3.Error as exc:
             raise self._failed(exc) from None
@@ -317,6 +360,13 @@ class Checkpoint:
             raise unreadable(self.path, f"stored page {number} has no body")
         if not isinstance(number, int) or not isinstance(state, str | None):
             raise unreadable(self.path, f"stored page {number!r} has a malformed key")
+        if not isinstance(headers, str | None):
+            raise unreadable(self.path, f"stored page {number} has malformed headers")
+        body, state, headers = (
+            self._unmasked(body),
+            self._unmasked_text(state),
+            self._unmasked_text(headers),
+        )
         kept: dict[str, str] | None = None
         if headers is not None:
             try:

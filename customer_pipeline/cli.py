@@ -109,6 +109,8 @@ def _field_map(
             raise click.BadParameter(
                 "expects NAME=PATH, e.g. --field email=contact.email (a dotted path)"
             )
+        if name.strip() in fields:
+            raise click.BadParameter(f"names {name.strip()!r} twice; give each field once")
         fields[name.strip()] = path.strip()
     return fields or None
 

@@ -242,8 +242,10 @@ def print_summary(result: RunResult, echo: Callable[[str], None] = click.echo) -
             hint = "Later, run the same command with --resume to fetch only the failed pages."
         elif result.failed_pages:
             hint = "No retry fixes those pages: see the reasons; --resume fetches them again."
-        else:
+        elif any("max_pages" in reason for reason in result.incomplete_reasons):
             hint = "Raise --max-pages and run the same command with --resume for the rest."
+        else:
+            hint = "See the reasons: running again as it is would give the same result."
         lines.append(
             f"Incomplete: {'; '.join(result.incomplete_reasons)}. The export says complete: "
             f"false (exit code 3). {hint}"

@@ -32,7 +32,7 @@ def current_run_id() -> str | None:
     return _run_id.get()
 
 
-def _spellings(secret: str) -> set[str]:
+def spellings(secret: str) -> set[str]:
     """How ``secret`` can appear in a message: as is, escaped by repr or JSON, percent-encoded."""
     raw = secret.encode("utf-8", "surrogatepass")
     escaped = {
@@ -53,7 +53,7 @@ class Redactor:
     """Replaces every spelling of each secret with ***: the one redaction for log and terminal."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        forms = {form for secret in secrets if secret for form in _spellings(secret)}
+        forms = {form for secret in secrets if secret for form in spellings(secret)}
         # Longest first, so a form is never cut short by one of its own prefixes.
         alternatives = sorted(forms, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, alternatives))) if forms else None

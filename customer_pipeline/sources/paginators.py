@@ -61,6 +61,11 @@ class Paginator(Protocol):
         ...
 
     @property
+    def page_size(self) -> int:
+        """The records a full page holds (per_page, or what the first page showed)."""
+        ...
+
+    @property
     def body(self) -> BodyReader:
         """Where the records and counts are in a body."""
         ...
@@ -205,7 +210,14 @@ class Link(PageNumber):
 
     def read(self, unit: Unit, url: str, headers: Mapping[str, str], body: bytes) -> Page:
         doc, records = self._parse(unit, body, url)
-        links = parse_link_header(headers.get("link", ""), url)
+        header = headers.get("link", "")
+        links = parse_link_header(header, url)
+        if not links and header.strip():
+            # Not an end (json-server's last page sends an empty Link): a header we cannot
+            # read would end the walk silently.
+            raise InvalidBodyError(f"{NOT_A_LISTING}{url} has a Link header that is not RFC "
+                                   f"8288 (<url>; rel=\"next\"): {clip(repr(header), 80)}",
+                                   url=url, status=200)  # fmt: skip
         count = self._last_page(links.get("last"))
         if count is None:
             count = self.body.page_count(doc, self.page_size)

@@ -186,4 +186,11 @@ class UnitPlan:
                 f"page {self.last} (max_pages) was not empty and the API reports no page "
                 "count: more pages may follow; raise --max-pages"
             ]
+        if self.end_repeated and self.end == self.start + 1:
+            # No clamp: the second page is the first again.
+            return [
+                f"page {self.end} holds the same records as page {self.start}: the API seems "
+                "to ignore the paging parameter; check --paginator and its parameter names "
+                "(--page-param, --offset-param, --first-page)"
+            ]
         return []

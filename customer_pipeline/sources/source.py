@@ -104,6 +104,11 @@ class Source:
 
         try:
             page = await self.fetcher.fetch(request, accept)
+        except httpx.InvalidURL as exc:  # a next URL or cursor no request can carry
+            raise PageFetchError(f"{request.what} cannot be requested: {exc} "
+                                 f"({clip(request.url, 120)})", page=unit.number,
+                                 url=clip(request.url, 200), cause=str(exc),
+                                 retried=False) from None  # fmt: skip
         except GaveUp as exc:
             n = exc.attempts
             fix = f"; {exc.hint}" if exc.hint else ""
@@ -134,16 +139,16 @@ class Source:
             return
         paginator = self.paginator
         if paginator.chain_only and recorded.last is not None:
-            walk = self._chain(recorded.last, stop)
+            walk = self._chain(recorded.last, stop, recorded.reported, recorded.size)
         else:
             first = await self.fetch(Unit(paginator.first))
             if paginator.random_access(first):
                 walk = self._fan_out(first, recorded, stop)
             elif recorded.last is not None:
-                walk = self._chain(recorded.last, stop)
+                walk = self._chain(recorded.last, stop, recorded.reported, recorded.size)
             else:
                 yield first
-                walk = self._chain(first, stop)
+                walk = self._chain(first, stop, first.total_records, len(first.records))
         # Closed here, not by the garbage collector: a fan-out's workers stop at once.
         async with contextlib.aclosing(walk):
             async for page in walk:
@@ -172,8 +177,14 @@ class Source:
 
     # -- a chain ---------------------------------------------------------------------------
 
-    async def _chain(self, page: Page, stop: StopSignal | None) -> AsyncGenerator[Page, None]:
-        """The units after ``page``, one after the other, until the chain ends."""
+    async def _chain(
+        self, page: Page, stop: StopSignal | None, reported: int | None, seen: int | None
+    ) -> AsyncGenerator[Page, None]:
+        """The units after ``page``, one after the other, until the chain ends.
+
+        ``reported`` is the record count the first page gave, ``seen`` the records of the
+        pages up to ``page`` (None: not known), checked at the end as for a fan-out.
+        """
         first = self.paginator.first
         # The cursors or URLs followed so far: a server that sends one again loops (A, B, A).
         followed = {page.state} if page.state is not None else set()
@@ -213,13 +224,18 @@ class Source:
                                      f"pages after it were not reached{resume}")  # fmt: skip
                 return
             if _same_records(following, page):
+                if page.number == first:  # no clamp: the second page is the first again
+                    self._reasons.append(_ignored(following.number, page.number))
                 break  # a server that clamps past the end: the walk is over
             yield following
             page = following
+            if seen is not None:
+                seen += len(following.records)
         if not page.records and page.next is not None:
             log.info("page %d is empty: the walk ends there, though it names a next page",
                      page.number)  # fmt: skip
         self._known(page.number - first + (1 if page.records else 0))
+        self._check_count(reported, seen, page.number - first + 1)
 
     # -- a fan-out -------------------------------------------------------------------------
 
@@ -242,6 +258,10 @@ class Source:
         ]
         send.close()
         seen = 0  # records in the walk's pages, to check against the count the API reports
+        short: list[int] = []  # pages with fewer records than a page holds
+        last = first.number if first.records else 0  # the last page with records
+        if 0 < len(first.records) < self.paginator.page_size:
+            short.append(first.number)
         try:
             if first.number not in skip:
                 seen += len(first.records)
@@ -251,6 +271,12 @@ class Source:
                     if isinstance(item, BaseException):
                         raise item
                     seen += len(item.records)
+                    if item.number == first.number + 1 and _same_records(item, first):
+                        self._reasons.append(_ignored(item.number, first.number))
+                    if item.records:
+                        last = max(last, item.number)
+                        if len(item.records) < self.paginator.page_size:
+                            short.append(item.number)
                     yield item
         finally:
             for task in workers:
@@ -258,6 +284,15 @@ class Source:
             await asyncio.gather(*workers, return_exceptions=True)
             self._known(plan.known_total)
         self._check_records(first, plan, seen, skip)
+        if self.paginator.name == "offset" and (early := [n for n in short if n < last]):
+            # Offsets step by the page size: a short page with records after it means the
+            # server serves fewer than a step, and the records between were never asked for.
+            self._reasons.append(
+                f"page {early[0]} held fewer records than the page size "
+                f"({self.paginator.page_size}) though later pages had records: the API caps "
+                "its page size, so offsets skipped records; set --per-page to what it serves "
+                "(with --restart)"
+            )
 
     def _check_records(
         self, first: Page, plan: UnitPlan, seen: int, skip: Mapping[int, PageSummary]
@@ -279,12 +314,17 @@ class Source:
                 seen += size
         if first.number in skip:
             seen += len(first.records)
-        if seen < reported:
-            self._reasons.append(
-                f"the API reports {reported} records but its {plan.last - first.number + 1} "
-                f"pages held {seen}: it may serve fewer records per page than the first "
-                "page showed; try a smaller --per-page"
-            )
+        self._check_count(reported, seen, plan.last - first.number + 1)
+
+    def _check_count(self, reported: int | None, seen: int | None, pages: int) -> None:
+        """A walk with fewer records than the API reported (and no other reason) is incomplete."""
+        if reported is None or seen is None or self.failed or self._reasons or seen >= reported:
+            return
+        self._reasons.append(
+            f"the API reports {reported} records but its {pages} pages held {seen}: it may "
+            "serve fewer records per page than asked, or end its walk early; try a smaller "
+            "--per-page (with --restart)"
+        )
 
     async def _worker(
         self, plan: UnitPlan, send: MemoryObjectSendStream[Page | BaseException]
@@ -351,6 +391,13 @@ def _no_retry_fixes(error: PageFetchError) -> str:
     if status is not None and status != 200:
         return f"answered HTTP {status}, which no retry fixes"
     return f"failed ({error.cause[:200]}), which no retry fixes"
+
+
+def _ignored(number: int, before: int) -> str:
+    """The reason for a walk whose second page is its first again."""
+    return (f"page {number} holds the same records as page {before}: the API seems to ignore "
+            "the paging parameter; check --paginator and its parameter names (--page-param, "
+            "--offset-param, --cursor-param, --first-page)")  # fmt: skip
 
 
 def _same_records(page: Page, before: Page) -> bool:

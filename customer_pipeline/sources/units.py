@@ -85,10 +85,18 @@ class Recorded:
         self.last: Page | None = None  # the highest-numbered page: a chain goes on from it
         self.complete = False
         self.total: int | None = None
+        self.reported: int | None = None  # the record count the lowest page reported
+        self.size: int | None = 0  # the records of every page replayed (None: not known)
+        self._lowest: int | None = None
 
     def add(self, page: Page) -> None:
         """Remember one replayed page."""
         self.summaries[page.number] = summarize(page)
+        if self.size is not None:
+            self.size += len(page.records)
+        if self._lowest is None or page.number < self._lowest:
+            self._lowest = page.number
+            self.reported = page.total_records
         if self.last is None or page.number > self.last.number:
             self.last = Page(page.number, page.records, page.total_pages, b"", page.state,
                              page.headers, page.next, page.total_records)  # fmt: skip
