@@ -25,9 +25,11 @@ IGNORED = "the API seems to ignore the paging parameter"
     [
         ({"pagination": "page_number"}, {"page_param": "p"}),  # a wrong --page-param
         ({"pagination": "page_number"}, {"paginator": "offset", "size_param": "per_page"}),
-        ({"pagination": "cursor"}, {"paginator": "cursor", "next_path": "meta.next_cursor",
-                                    "cursor_param": "after"}),  # fmt: skip
-        ({"pagination": "page_number"}, {"first_page": 0}),  # page 0 is served as page 1
+        (
+            {"pagination": "cursor"},
+            {"paginator": "cursor", "next_path": "meta.next_cursor", "cursor_param": "after"},
+        ),
+        ({"pagination": "page_number"}, {"first_page": 0}),  # page 0: not a page here
     ],
     ids=["page-param", "offset-on-pages", "cursor-param", "first-page-0"],
 )
