@@ -177,6 +177,8 @@ class ResponseCache:
             self._fail("write", exc)
 
     def _fail(self, what: str, exc: Exception) -> None:
+        if self.down:  # requests in flight together all fail; one warning says it
+            return
         self.down = True
         reason = str(exc).strip()[:200] or type(exc).__name__
         log.warning("cache %s failed to %s (%s): going on without the cache; every page "
