@@ -233,3 +233,18 @@ def test_cache_control_shortens_freshness_or_forbids_keeping(
     header: str | None, fresh: float | None
 ) -> None:
     assert _fresh_seconds(header, 60) == fresh
+
+
+async def test_the_simulator_sends_etag_and_cache_control_and_answers_304(simulator: Any) -> None:
+    base, sim = await simulator(total=12, per_page=6, etag=True, cache_control="max-age=60")
+    async with httpx.AsyncClient() as http:
+        first = await http.get(f"{base}/api/users?page=1&per_page=6")
+        etag = first.headers["etag"]
+        again = await http.get(f"{base}/api/users?page=1&per_page=6",
+                               headers={"If-None-Match": etag})  # fmt: skip
+        other = await http.get(f"{base}/api/users?page=2&per_page=6",
+                               headers={"If-None-Match": etag})  # fmt: skip
+    assert first.status_code == 200 and first.headers["cache-control"] == "max-age=60"
+    assert again.status_code == 304 and again.content == b""
+    assert other.status_code == 200 and other.headers["etag"] != etag
+    assert sim.stats.not_modified == 1

@@ -113,20 +113,24 @@ class Simulator:
         key = self.config.api_key
         return key is None or request.headers.get("x-api-key") == key
 
-    async def _misbehave(self, request: web.Request) -> web.StreamResponse | None:
-        """Apply the per-request faults; a response to send instead, or None to go on."""
+    async def _misbehave(
+        self, request: web.Request, rate_headers: dict[str, str]
+    ) -> web.StreamResponse | None:
+        """Apply the per-request faults; a response to send instead, or None to go on.
+
+        ``rate_headers`` receives what is left of the quota, for the answer to carry.
+        """
         cfg = self.config
         if not self._authorized(request):
             self.stats.unauthorized += 1
             return _json({"error": "Missing API key"}, status=401)
         if self._quota is not None:
             allowed, remaining, reset = self._quota.take()
-            request["rate_headers"] = self._rate_headers(remaining, reset)
+            rate_headers.update(self._rate_headers(remaining, reset))
             if not allowed:
                 self.stats.rate_limited += 1
                 return _json({"error": "Too many requests"}, status=429,
-                             headers={"Retry-After": f"{reset:.3f}",
-                                      **request["rate_headers"]})  # fmt: skip
+                             headers={"Retry-After": f"{reset:.3f}", **rate_headers})  # fmt: skip
         if self._bucket is not None and (wait := self._bucket.take()) > 0:
             self.stats.rate_limited += 1
             return _json(
@@ -181,14 +185,15 @@ class Simulator:
         self._in_flight += 1
         self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
         try:
-            if (fault := await self._misbehave(request)) is not None:
+            rate_headers: dict[str, str] = {}
+            if (fault := await self._misbehave(request, rate_headers)) is not None:
                 return fault
             try:
                 reply = self._style.reply(request.query, f"{request.scheme}://{request.host}")
             except BadQuery as exc:
                 return _json({"error": str(exc)}, status=400)
             body = reply.body
-            headers = {**(reply.headers or {}), **request.get("rate_headers", {}),
+            headers = {**(reply.headers or {}), **rate_headers,
                        **self._caching_headers(body)}  # fmt: skip
             etag = headers.get("ETag")
             if etag is not None and etag in request.headers.get("If-None-Match", ""):
