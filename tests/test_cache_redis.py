@@ -92,3 +92,18 @@ async def test_an_unreachable_redis_from_the_start_only_warns(
     assert result.complete and sim.stats.requests == 2
     text = (tmp_path / "pipeline.log").read_text()
     assert "going on without the cache" in text and password not in text
+
+
+def test_the_command_with_no_redis_warns_once_per_part_and_exits_0(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from customer_pipeline.cli import main
+
+    dead = f"redis://:Pa55-word-x@127.0.0.1:{free_port()}/0"
+    args = ["run", "--simulate", "--output-dir", str(tmp_path), "--no-progress",
+            "--cache", dead, "--limiter-url", dead]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("going on without the cache") == 1
+    assert result.output.count("limiting this process alone") == 1
+    assert "Pa55-word-x" not in result.output and "Traceback" not in result.output
