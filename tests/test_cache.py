@@ -248,3 +248,23 @@ async def test_the_simulator_sends_etag_and_cache_control_and_answers_304(simula
     assert again.status_code == 304 and again.content == b""
     assert other.status_code == 200 and other.headers["etag"] != etag
     assert sim.stats.not_modified == 1
+
+
+async def test_the_wal_and_shm_files_of_an_open_cache_are_0600_too(tmp_path: Path) -> None:
+    old_umask = os.umask(0o022)
+    try:
+        store = SqliteStore.open(tmp_path / "c.db")
+        await store.put("k", b"v", 10)
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.glob("c.db*")}
+        await store.close()
+    finally:
+        os.umask(old_umask)
+    assert modes == {"c.db": 0o600, "c.db-wal": 0o600, "c.db-shm": 0o600}
+
+
+def test_an_existing_cache_file_is_narrowed_to_0600(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    path.touch(mode=0o644)
+    path.chmod(0o644)
+    SqliteStore.open(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
