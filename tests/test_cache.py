@@ -262,9 +262,9 @@ async def test_the_wal_and_shm_files_of_an_open_cache_are_0600_too(tmp_path: Pat
     assert modes == {"c.db": 0o600, "c.db-wal": 0o600, "c.db-shm": 0o600}
 
 
-def test_an_existing_cache_file_is_narrowed_to_0600(tmp_path: Path) -> None:
+async def test_an_existing_cache_file_is_narrowed_to_0600(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     path.touch(mode=0o644)
     path.chmod(0o644)
-    SqliteStore.open(path)
+    await SqliteStore.open(path).close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -168,3 +168,17 @@ def test_three_processes_share_one_budget_without_429s(
         assert [c["customer_id"] for c in doc["customers"]] == list(range(1, 121))
     assert served["rate_limited"] <= 0.01 * served["requests"], served
     assert served["ok"] == 60
+
+
+async def test_a_limiter_url_without_a_rate_limit_is_said_to_share_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from customer_pipeline.http import fetch_extras
+
+    from .conftest import fast_settings
+
+    settings = fast_settings(rate_limit=0, limiter_url="redis://127.0.0.1:1/0")
+    with caplog.at_level(logging.WARNING, logger="customer_pipeline"):
+        async with fetch_extras(settings) as (limiter, cache):
+            assert limiter is None and cache is None
+    assert "--limiter-url shares nothing while --rate-limit is 0" in caplog.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,8 @@ from .cache import ResponseCache, open_cache
 
 if TYPE_CHECKING:
     from .shared_limit import SharedRateLimiter
+
+log = logging.getLogger("customer_pipeline.client")
 
 
 @contextlib.asynccontextmanager
@@ -25,6 +28,9 @@ async def fetch_extras(
             from .shared_limit import open_shared_limiter
 
             limiter = await open_shared_limiter(settings)
+        elif settings.limiter_url is not None:
+            log.warning("--limiter-url shares nothing while --rate-limit is 0 (unlimited): "
+                        "set --rate-limit to the API's limit")  # fmt: skip
         yield limiter, cache
     finally:
         if limiter is not None:
