@@ -144,3 +144,51 @@ def check_table(value: str) -> str:
     if value.lower() == "pipeline_runs":
         raise ValueError("must not be pipeline_runs: that table records the runs")
     return value
+
+
+CACHE_EXAMPLES = "sqlite:///path/cache.db or redis://[:password@]host:6379/0"
+REDIS_SCHEMES = ("redis", "rediss")
+
+
+def _service_url(url: DatabaseUrl, schemes: tuple[str, ...], example: str) -> str:
+    """The URL's text once it is one of ``schemes`` with a host (or a sqlite path)."""
+    # The messages never show the URL: it may carry a password.
+    text = url.get_secret_value()
+    if any(c.isspace() or unicodedata.category(c) == "Cc" for c in text):
+        raise ValueError("the URL contains a space or a control character")
+    scheme, has_scheme, rest = text.partition("://")
+    if not has_scheme or scheme.lower() not in schemes:
+        raise ValueError(f"must be a URL such as {example} (scheme {scheme[:20]!r} is not known)")
+    if scheme.lower() == "sqlite":
+        if not rest.startswith("/") or not rest.strip("/"):
+            raise ValueError(f"a sqlite cache needs a file: {example}")
+        return text
+    try:
+        parts = urlsplit(text)
+        _ = parts.port  # raises for a port out of range or a bad IPv6 host
+    except ValueError:
+        raise ValueError("the URL has a malformed host or port") from None
+    if not parts.hostname:
+        raise ValueError(f"the URL names no host: {example}")
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        raise ValueError("the Redis database (the path after the host) must be a number")
+    return text
+
+
+def check_cache_url(value: DatabaseUrl | None) -> DatabaseUrl | None:
+    if value is not None:
+        _service_url(value, ("sqlite", *REDIS_SCHEMES), CACHE_EXAMPLES)
+    return value
+
+
+def check_limiter_url(value: DatabaseUrl | None) -> DatabaseUrl | None:
+    if value is not None:
+        _service_url(value, REDIS_SCHEMES, "redis://[:password@]host:6379/0")
+    return value
+
+
+def check_namespace(value: str) -> str:
+    if len(value) > 200 or any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in value):
+        raise ValueError("must be at most 200 printable characters")
+    return value

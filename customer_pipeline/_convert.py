@@ -133,6 +133,16 @@ def to_db_urls(value: Any) -> tuple[DatabaseUrl, ...]:
     return tuple(urls)
 
 
+def to_optional_url(value: Any) -> DatabaseUrl | None:
+    if value is None or value == "":  # an empty variable (CUSTOMER_PIPELINE_CACHE=) is unset
+        return None
+    if isinstance(value, Secret):
+        value = value.get_secret_value()
+    if not isinstance(value, str):
+        raise ValueError("must be a URL string")
+    return DatabaseUrl(value)
+
+
 def one_of(choices: tuple[str, ...], *, upper: bool = False) -> Callable[[Any], str]:
     def convert(value: Any) -> str:
         if isinstance(value, str) and (value.upper() if upper else value) in choices:

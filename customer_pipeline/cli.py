@@ -232,6 +232,33 @@ def _repeated(
     "the same transaction.  [default: upsert]",
 )
 @click.option(
+    "--cache",
+    metavar="URL",
+    help="Cache listing responses: sqlite:///path/cache.db or redis://host:6379/0; a rerun "
+    "within --cache-ttl asks the API nothing (prefer CUSTOMER_PIPELINE_CACHE for a password).",
+)
+@click.option(
+    "--cache-ttl",
+    type=float,
+    help="Seconds a cached response is served without asking the API.  [default: 3600]",
+)
+@click.option(
+    "--refresh",
+    is_flag=True,
+    default=None,
+    help="Refetch the cached responses and replace them.",
+)
+@click.option(
+    "--cache-namespace",
+    help="Keeps apart the caches of API keys that see different data.  [default: none]",
+)
+@click.option(
+    "--limiter-url",
+    metavar="URL",
+    help="Share --rate-limit through this Redis with every process that names it and the same "
+    "API origin: redis://host:6379/0.",
+)
+@click.option(
     "--insecure",
     is_flag=True,
     help="Do not verify TLS certificates (a test server you trust only; loudly warned).",
@@ -272,6 +299,8 @@ def run(
     from .settings import DatabaseUrl
 
     urls = [*(options.get("db") or ()), os.environ.get(f"{ENV_PREFIX}DB", "")]
+    for name in ("cache", "limiter_url"):
+        urls += [options.get(name) or "", os.environ.get(f"{ENV_PREFIX}{name.upper()}", "")]
     terminal = Terminal(
         [
             options.get("api_key") or "",

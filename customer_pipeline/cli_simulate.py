@@ -162,6 +162,31 @@ One example per pagination style (all serve the same users in the same order):
     show_default=True,
     help='Put rel="last" in the Link header (without it a client must walk the chain).',
 )
+@click.option("--etag", is_flag=True, help="Send ETags; answer a matching If-None-Match with 304.")
+@click.option("--cache-control", default=None, help='Send this Cache-Control, e.g. "max-age=60".')
+@click.option(
+    "--quota",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Listing requests allowed per --quota-window, 429 past it (0: no quota).",
+)
+@click.option(
+    "--quota-window",
+    "quota_window_s",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds of one --quota window.",
+)
+@click.option(
+    "--rate-headers",
+    default="none",
+    show_default=True,
+    type=click.Choice(["none", "ietf", "x", "x-epoch"]),
+    help="Tell what is left of --quota: ietf = RateLimit-Remaining/-Reset, x = "
+    "X-RateLimit-* (reset in seconds), x-epoch = X-RateLimit-Reset as a Unix time.",
+)
 def simulate(host: str, port: int, **options: Any) -> None:
     """Serve a reqres-compatible API that misbehaves on purpose, reproducibly."""
     from .simulator import SimulatorConfig, serve

@@ -268,6 +268,11 @@ class ApiFigures(BaseModel):
     bytes_received: NonNegativeInt
     pages_fetched: NonNegativeInt
     max_in_flight: NonNegativeInt
+    cache_hits: NonNegativeInt = Field(0, description="answered by --cache, no request made")
+    cache_misses: NonNegativeInt = Field(0, description="--cache had no answer: the API was asked")
+    cache_revalidated: NonNegativeInt = Field(
+        0, description="stale --cache answers the API confirmed (304)"
+    )
     total_pages: NonNegativeInt | None = Field(description="null when the API never said")
     failed_pages: list[int]
 

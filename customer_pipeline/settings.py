@@ -17,14 +17,18 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
 
 from ._checks import (
+    CACHE_EXAMPLES,
     CUSTOMER_FIELDS,
     DB_EXAMPLES,
     check_api_key,
     check_base_url,
+    check_cache_url,
     check_dbs,
     check_dotted,
     check_fields,
     check_formats,
+    check_limiter_url,
+    check_namespace,
     check_no_nul,
     check_param,
     check_rate_limit,
@@ -39,13 +43,21 @@ from ._convert import (
     to_db_urls,
     to_float,
     to_int,
+    to_optional_url,
     to_path,
     to_secret,
     to_str,
     to_str_map,
     to_str_tuple,
 )
-from ._limits import MAX_PAGES, MAX_RATE_LIMIT, MAX_RESPONSE_BYTES, MAX_SEED, MAX_WAIT_S
+from ._limits import (
+    MAX_CACHE_TTL_S,
+    MAX_PAGES,
+    MAX_RATE_LIMIT,
+    MAX_RESPONSE_BYTES,
+    MAX_SEED,
+    MAX_WAIT_S,
+)
 from ._secret import DatabaseUrl, Secret
 from .errors import ConfigError
 
@@ -165,6 +177,23 @@ class Settings:
         "upsert", "upsert (customers this run did not see are kept) or replace (the whole table)"
     )
 
+    # Caching and shared limits (see http/cache.py and http/shared_limit.py).
+    cache: DatabaseUrl | None = _setting(
+        None, f"cache listing responses: {CACHE_EXAMPLES}", check=check_cache_url
+    )
+    cache_ttl: float = _setting(
+        3600.0, "seconds a cached response is served without asking", gt=0, le=MAX_CACHE_TTL_S
+    )
+    refresh: bool = _setting(False, "refetch the cached responses and replace them")
+    cache_namespace: str = _setting(
+        "", "keeps the cache of keys that see different data apart", check=check_namespace
+    )
+    limiter_url: DatabaseUrl | None = _setting(
+        None,
+        "Redis shared by every process that limits the same API origin: redis://host:port/db",
+        check=check_limiter_url,
+    )
+
     model_fields: ClassVar[Mapping[str, dataclasses.Field[Any]]]
 
     def __post_init__(self) -> None:
@@ -176,8 +205,9 @@ class Settings:
 
     @property
     def secrets(self) -> list[str]:
-        """Every string no log, message or file may show: the key and the database passwords."""
-        return [self.api_key.get_secret_value(), *(p for url in self.db for p in url.passwords)]
+        """Every string no log, message or file may show: the key and the URLs' passwords."""
+        urls = [*self.db, *(u for u in (self.cache, self.limiter_url) if u is not None)]
+        return [self.api_key.get_secret_value(), *(p for url in urls for p in url.passwords)]
 
     @property
     def log_path(self) -> Path:
@@ -297,4 +327,5 @@ CONVERT: dict[str, Callable[[Any], Any]] = {
     "tuple[str, ...]": to_str_tuple,
     "tuple[DatabaseUrl, ...]": to_db_urls,
     "DbMode": one_of(get_args(DbMode)),
+    "DatabaseUrl | None": to_optional_url,
 }

@@ -1,12 +1,15 @@
 """HTTP: the transport (I/O, error mapping, bounded decompression) and the fetcher (policy).
 
     Fetcher.fetch(Request, accept) ── limits, retries, 429 pause, deadline, status map
+        ├── ResponseCache (cache.py: --cache, SQLite or Redis) ── answers before a request
+        ├── SharedLimiter (shared_limit.py: --limiter-url, Redis) ── or aiolimiter's, local
         └── httpx.AsyncClient ── SeamTransport (aiohttp or httpx errors -> httpx's kind)
                 └── AiohttpTransport | httpx.AsyncHTTPTransport
 
 Imports only settings, errors and observe from the rest of the package.
 """
 
+from .extras import fetch_extras
 from .fetcher import (
     Fetcher,
     FetchPolicy,
@@ -26,6 +29,7 @@ __all__ = [
     "Request",
     "Response",
     "clip",
+    "fetch_extras",
     "make_http_client",
     "make_transport",
     "origin_of",

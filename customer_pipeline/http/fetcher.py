@@ -20,7 +20,7 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -40,6 +40,9 @@ from ..errors import (
 )
 from ..observe import (
     Bus,
+    CacheHit,
+    CacheMiss,
+    CacheRevalidated,
     LimiterWaited,
     NotRetried,
     RateLimited,
@@ -49,6 +52,9 @@ from ..observe import (
 )
 from ..settings import Settings
 from .transport import DEFAULT_HEADERS, BodyDecoder, ConnectionRefused, HostNotFoundError
+
+if TYPE_CHECKING:
+    from .cache import CachedAnswer, ResponseCache
 
 log = logging.getLogger("customer_pipeline.client")
 
@@ -67,6 +73,21 @@ RETRYABLE: tuple[type[Exception], ...] = (RetryableError, *TRANSPORT_ERRORS)
 DNS_RETRIES: Final = 1
 # The start of every "not a listing" message: _describe() cuts it (and the URL) off.
 NOT_A_LISTING: Final = "the response from "
+# An X-RateLimit-Reset above this is a Unix time, not a wait: 10^9 s is 31 years, and every
+# epoch second since 2001 is above it.
+EPOCH_RESET_ABOVE: Final = 1_000_000_000
+
+
+class Limiter(Protocol):
+    """The rate limit every request waits on: aiolimiter's, or one shared through Redis."""
+
+    async def acquire(self) -> None: ...
+
+
+class SharedLimiter(Limiter, Protocol):
+    """A limiter that also tells every process sharing it about a 429's pause."""
+
+    async def pause(self, seconds: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +192,11 @@ class Fetcher:
         key_origin: str,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        limiter: Limiter | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
+        """``limiter`` replaces the local one that ``policy.rate_limit`` makes; ``cache``
+        answers what it holds and keeps every accepted 200."""
         self.policy = policy
         self.bus = bus
         self._exchange: Callable[[httpx.Request], Awaitable[httpx.Response]]
@@ -182,7 +207,12 @@ class Fetcher:
         self._sleep = sleep
         self._clock = clock
         self._semaphore = asyncio.Semaphore(policy.concurrency)
-        self._limiter = make_limiter(policy.rate_limit)
+        self._limiter: Limiter | None = (
+            limiter if limiter is not None else make_limiter(policy.rate_limit)
+        )
+        pause = getattr(self._limiter, "pause", None)
+        self._share_pause: Callable[[float], Awaitable[None]] | None = pause
+        self.cache = cache
         self._paused_until = 0.0
         self._in_flight = 0
         # The key goes only to the origin it is for, whatever URL a caller hands in.
@@ -233,6 +263,11 @@ class Fetcher:
             dns_failures += isinstance(exc, HostNotFoundError)
             return dns_failures > DNS_RETRIES
 
+        async def on_backoff(details: Any) -> None:
+            pause = self._on_backoff(request, details)
+            if pause > 0 and self._share_pause is not None:
+                await self._share_pause(pause)  # every process sharing the limit waits too
+
         try:
             async for attempt in backoff.aretry_context(
                 RETRYABLE,
@@ -240,7 +275,7 @@ class Fetcher:
                 max_tries=p.max_retries + 1,
                 jitter=backoff.full_jitter,
                 giveup=give_up,
-                on_backoff=lambda details: self._on_backoff(request, details),
+                on_backoff=on_backoff,
                 logger=None,
                 factor=p.backoff_base,
                 max_value=p.backoff_max,
@@ -256,7 +291,8 @@ class Fetcher:
             raise GaveUp(request, attempts, exc) from None
         return result[0]
 
-    def _on_backoff(self, request: Request, details: Any) -> None:
+    def _on_backoff(self, request: Request, details: Any) -> float:
+        """Log and report a retry; returns the pause a 429 ordered (0 for any other failure)."""
         exc = details.get("exception")
         if exc is not None:
             # It lives on through the wait; its frames would keep the body it could not use.
@@ -265,6 +301,7 @@ class Fetcher:
         attempt = int(details.get("tries", 0))
         reason = describe(exc)
         now = self._clock()
+        pause = 0.0
         if isinstance(exc, RateLimitedError):
             # Every worker waits, not just the one that was told.
             cap = self.policy.backoff_max
@@ -283,12 +320,26 @@ class Fetcher:
         wait = max(wait, self._paused_until - now)
         self.bus.emit(Retrying(request.what, attempt, wait, reason))
         log.info("%s: retry %d in %.2fs after %s", request.what, attempt, wait, reason)
+        return pause
 
     async def _wait_if_paused(self) -> None:
         while (delay := self._paused_until - self._clock()) > 0:
             await self._sleep(delay)
 
     async def _attempt(self, request: Request, accept: Callable[[Response], T]) -> T:
+        cached: CachedAnswer | None = None
+        if self.cache is not None:
+            cached = await self.cache.lookup(request.url)
+            if cached is not None and cached.fresh:
+                try:
+                    result = accept(Response(request, cached.headers, cached.body))
+                except Exception:
+                    # Kept, but no longer read as a listing (settings changed): ask the API.
+                    await self.cache.forget(request.url)
+                    cached = None
+                else:
+                    self.bus.emit(CacheHit(request.what))
+                    return result
         if self._paused_until:
             await self._wait_if_paused()
         emit = self.bus.emit
@@ -304,7 +355,7 @@ class Fetcher:
             started = time.perf_counter()
             wire = 0
             try:
-                status, headers, body, wire = await self._send(request)
+                status, headers, body, wire = await self._send(request, cached)
             except TRANSPORT_ERRORS as exc:
                 key = "deadline" if isinstance(exc, DeadlineExceeded) else type(exc).__name__
                 emit(RequestDone(None, key, time.perf_counter() - started, 0, request.what))
@@ -315,6 +366,10 @@ class Fetcher:
                 raise
             finally:
                 self._in_flight -= 1
+        if "ratelimit-remaining" in headers or "x-ratelimit-remaining" in headers:
+            self._pace(headers)
+        if status == 304 and cached is not None:
+            return await self._revalidated(request, accept, cached, headers, started)
         if status == 200:
             try:
                 result = accept(Response(request, headers, body))
@@ -323,23 +378,66 @@ class Fetcher:
                 emit(RequestDone(200, key, time.perf_counter() - started, wire, request.what))
                 raise
             emit(RequestDone(200, None, time.perf_counter() - started, wire, request.what))
+            if self.cache is not None:  # only now: a body that did not read is never kept
+                emit(CacheMiss(request.what))
+                await self.cache.keep(request.url, headers, body)
             return result
         emit(RequestDone(status, str(status), time.perf_counter() - started, wire,
                          request.what))  # fmt: skip
         raise status_error(request, status, headers)
+
+    async def _revalidated(
+        self,
+        request: Request,
+        accept: Callable[[Response], T],
+        cached: CachedAnswer,
+        headers: httpx.Headers,
+        started: float,
+    ) -> T:
+        """A 304 for a conditional request: the kept answer is served, and kept again."""
+        assert self.cache is not None
+        seconds = time.perf_counter() - started
+        try:
+            result = accept(Response(request, cached.headers, cached.body))
+        except Exception as exc:
+            await self.cache.forget(request.url)
+            self.bus.emit(RequestDone(304, type(exc).__name__, seconds, 0, request.what))
+            raise RetryableError(f"HTTP 304 from {request.url} for a cached answer that no "
+                                 "longer reads as a listing", url=request.url,
+                                 status=304) from None  # fmt: skip
+        self.bus.emit(RequestDone(304, None, seconds, 0, request.what))
+        self.bus.emit(CacheRevalidated(request.what))
+        await self.cache.renew(request.url, cached, headers)
+        return result
+
+    def _pace(self, headers: httpx.Headers) -> None:
+        """Slow every worker down as the server's rate-limit headers ask, before any 429."""
+        wait = rate_limit_wait(headers, self.policy.concurrency, time.time())
+        if wait is None or wait <= 0:
+            return
+        wait = min(wait, self.policy.backoff_max)
+        until = self._clock() + wait
+        if until > self._paused_until:
+            self._paused_until = until
+            log.debug("the API's rate-limit headers ask for %.2fs between requests", wait)
 
     def sends_key_to(self, url: str) -> bool:
         """Whether ``url`` is on the origin the API key is for (only there is it sent)."""
         n = len(self._key_prefix)
         return url[:n].lower() == self._key_prefix and url[n : n + 1] in ("/", "?", "")
 
-    async def _send(self, request: Request) -> tuple[int, httpx.Headers, bytes, int]:
-        """One exchange: the status, the headers, the body of a 200 (bounded) and its size."""
+    async def _send(
+        self, request: Request, cached: CachedAnswer | None = None
+    ) -> tuple[int, httpx.Headers, bytes, int]:
+        """One exchange: the status, the headers, the body of a 200 (bounded) and its size.
+
+        With a ``cached`` answer the request is conditional when the answer allows it.
+        """
+        headers = self._keyed if self.sends_key_to(request.url) else self._plain
+        if cached is not None and (validators := cached.validators()):
+            headers = httpx.Headers({**headers, **validators})
         message = httpx.Request(
-            request.method,
-            request.url,
-            headers=self._keyed if self.sends_key_to(request.url) else self._plain,
-            extensions={"timeout": self._timeout},
+            request.method, request.url, headers=headers, extensions={"timeout": self._timeout}
         )
         deadline = asyncio.timeout(self._deadline)
         try:
@@ -456,6 +554,36 @@ def status_error(request: Request, status: int, headers: httpx.Headers) -> ApiEr
             status=status,
         )
     return ApiError(f"unexpected HTTP {status} from {url}", url=url, status=status)
+
+
+def rate_limit_wait(headers: httpx.Headers, concurrency: int, now: float) -> float | None:
+    """Seconds between requests that the server's rate-limit headers ask for, or None.
+
+    ``RateLimit-Remaining``/``RateLimit-Reset`` (IETF draft: the reset in delta seconds), else
+    ``X-RateLimit-Remaining``/``X-RateLimit-Reset``, whose reset is a Unix time when it is
+    above EPOCH_RESET_ABOVE (GitHub's style) and delta seconds otherwise; ``now`` is the Unix
+    time. While at least ``concurrency`` requests remain nothing needs to slow down; below
+    that the remaining ones are spread over the time to the reset (all of it at 0 left).
+    """
+    remaining = headers.get("ratelimit-remaining")
+    reset = headers.get("ratelimit-reset")
+    epoch_allowed = False
+    if remaining is None:
+        remaining = headers.get("x-ratelimit-remaining")
+        reset = headers.get("x-ratelimit-reset")
+        epoch_allowed = True
+    if remaining is None or reset is None:
+        return None
+    try:
+        left = int(remaining.strip())
+        seconds = float(reset.strip())
+    except ValueError:
+        return None
+    if left < 0 or not seconds >= 0 or seconds == float("inf") or left >= concurrency:
+        return None
+    if epoch_allowed and seconds > EPOCH_RESET_ABOVE:
+        seconds = max(0.0, seconds - now)
+    return seconds / (left + 1)
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

@@ -4,7 +4,9 @@ subscribe to them. This package imports no other part of customer_pipeline.
     emitters                    events                     subscribers
     http.fetcher   ──► RequestStarted, RequestDone,   ──► ApiStats (the report's api block)
                        LimiterWaited, Retrying,           ProgressTracker (bar, log line)
-                       NotRetried, RateLimited            DebugLog (--log-level DEBUG only)
+                       NotRetried, RateLimited,           DebugLog (--log-level DEBUG only)
+                       CacheHit, CacheMiss,
+                       CacheRevalidated
     sources        ──► UnitFetched, UnitsKnown,
                        UnitFailed
     stages         ──► PageDone, RecordRejected,
@@ -14,6 +16,9 @@ subscribe to them. This package imports no other part of customer_pipeline.
 from .bus import Bus
 from .debug import DebugLog
 from .events import (
+    CacheHit,
+    CacheMiss,
+    CacheRevalidated,
     LimiterWaited,
     NotRetried,
     PageDone,
@@ -33,6 +38,9 @@ from .stats import ApiStats
 __all__ = [
     "ApiStats",
     "Bus",
+    "CacheHit",
+    "CacheMiss",
+    "CacheRevalidated",
     "DebugLog",
     "LimiterWaited",
     "NotRetried",

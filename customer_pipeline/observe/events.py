@@ -68,6 +68,27 @@ class RateLimited:
 
 
 @dataclass(slots=True)
+class CacheHit:
+    """A request was answered from the response cache: no request left for the API."""
+
+    what: str
+
+
+@dataclass(slots=True)
+class CacheMiss:
+    """The response cache had no usable answer (or was told to refresh); the API was asked."""
+
+    what: str
+
+
+@dataclass(slots=True)
+class CacheRevalidated:
+    """A stale cached answer was confirmed by the API (304 Not Modified) and served."""
+
+    what: str
+
+
+@dataclass(slots=True)
 class UnitFetched:
     """A unit (a page of the walk) came back usable, with this many raw records."""
 

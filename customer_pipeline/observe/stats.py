@@ -8,6 +8,9 @@ from typing import Any
 
 from .bus import Bus
 from .events import (
+    CacheHit,
+    CacheMiss,
+    CacheRevalidated,
     LimiterWaited,
     RateLimited,
     RequestDone,
@@ -31,6 +34,9 @@ class ApiStats:
     bytes_received: int = 0
     pages_fetched: int = 0
     max_in_flight: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    cache_revalidated: int = 0
 
     def attach(self, bus: Bus) -> ApiStats:
         """Count the events of ``bus`` from now on; returns self."""
@@ -40,6 +46,9 @@ class ApiStats:
         bus.subscribe(Retrying, self._retrying)
         bus.subscribe(RateLimited, self._paused)
         bus.subscribe(UnitFetched, self._fetched)
+        bus.subscribe(CacheHit, self._cache_hit)
+        bus.subscribe(CacheMiss, self._cache_miss)
+        bus.subscribe(CacheRevalidated, self._cache_revalidated)
         return self
 
     def _started(self, event: RequestStarted) -> None:
@@ -68,6 +77,15 @@ class ApiStats:
     def _fetched(self, event: UnitFetched) -> None:
         self.pages_fetched += 1
 
+    def _cache_hit(self, event: CacheHit) -> None:
+        self.cache_hits += 1
+
+    def _cache_miss(self, event: CacheMiss) -> None:
+        self.cache_misses += 1
+
+    def _cache_revalidated(self, event: CacheRevalidated) -> None:
+        self.cache_revalidated += 1
+
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
         return {
@@ -81,6 +99,9 @@ class ApiStats:
             "bytes_received": self.bytes_received,
             "pages_fetched": self.pages_fetched,
             "max_in_flight": self.max_in_flight,
+            "cache_hits": self.cache_hits,
+            "cache_misses": self.cache_misses,
+            "cache_revalidated": self.cache_revalidated,
         }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import math
 import random
 import time
@@ -45,6 +46,28 @@ class _TokenBucket:
         return (1 - self.tokens) / self.rate
 
 
+class _Quota:
+    """A fixed-window quota (reqres's "250 a day", scaled down): ``limit`` per ``window``."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self.started = time.monotonic()
+        self.used = 0
+
+    def take(self) -> tuple[bool, int, float]:
+        """(allowed, remaining after this request, seconds until the window resets)."""
+        now = time.monotonic()
+        if now - self.started >= self.window:
+            self.started += (now - self.started) // self.window * self.window
+            self.used = 0
+        reset = self.started + self.window - now
+        if self.used >= self.limit:
+            return False, 0, reset
+        self.used += 1
+        return True, self.limit - self.used, reset
+
+
 @dataclass
 class SimulatorStats:
     """What the simulator served, for tests and benchmarks."""
@@ -57,6 +80,7 @@ class SimulatorStats:
     dropped: int = 0
     unauthorized: int = 0
     max_in_flight: int = 0
+    not_modified: int = 0
 
 
 class Simulator:
@@ -74,6 +98,7 @@ class Simulator:
         self.stats = SimulatorStats()
         self._rng = random.Random(config.seed)
         self._bucket = _TokenBucket(config.rate_limit) if config.rate_limit > 0 else None
+        self._quota = _Quota(config.quota, config.quota_window_s) if config.quota > 0 else None
         self._in_flight = 0
         self._style = make_style(config, self.dataset)
 
@@ -88,12 +113,24 @@ class Simulator:
         key = self.config.api_key
         return key is None or request.headers.get("x-api-key") == key
 
-    async def _misbehave(self, request: web.Request) -> web.StreamResponse | None:
-        """Apply the per-request faults; a response to send instead, or None to go on."""
+    async def _misbehave(
+        self, request: web.Request, rate_headers: dict[str, str]
+    ) -> web.StreamResponse | None:
+        """Apply the per-request faults; a response to send instead, or None to go on.
+
+        ``rate_headers`` receives what is left of the quota, for the answer to carry.
+        """
         cfg = self.config
         if not self._authorized(request):
             self.stats.unauthorized += 1
             return _json({"error": "Missing API key"}, status=401)
+        if self._quota is not None:
+            allowed, remaining, reset = self._quota.take()
+            rate_headers.update(self._rate_headers(remaining, reset))
+            if not allowed:
+                self.stats.rate_limited += 1
+                return _json({"error": "Too many requests"}, status=429,
+                             headers={"Retry-After": f"{reset:.3f}", **rate_headers})  # fmt: skip
         if self._bucket is not None and (wait := self._bucket.take()) > 0:
             self.stats.rate_limited += 1
             return _json(
@@ -122,24 +159,51 @@ class Simulator:
             raise web.HTTPInternalServerError()  # never delivered: the socket is gone
         return None
 
+    def _rate_headers(self, remaining: int, reset: float) -> dict[str, str]:
+        """What is left of the quota, in the configured header style (fractional seconds)."""
+        style = self.config.rate_headers
+        if style == "ietf":
+            return {"RateLimit-Remaining": str(remaining), "RateLimit-Reset": f"{reset:.3f}"}
+        if style == "x":
+            return {"X-RateLimit-Remaining": str(remaining), "X-RateLimit-Reset": f"{reset:.3f}"}
+        if style == "x-epoch":
+            return {"X-RateLimit-Remaining": str(remaining),
+                    "X-RateLimit-Reset": f"{time.time() + reset:.3f}"}  # fmt: skip
+        return {}
+
+    def _caching_headers(self, body: bytes) -> dict[str, str]:
+        headers = {}
+        if self.config.etag:
+            headers["ETag"] = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+        if self.config.cache_control is not None:
+            headers["Cache-Control"] = self.config.cache_control
+        return headers
+
     async def list_users(self, request: web.Request) -> web.StreamResponse:
         """One listing page in the configured style, unless a fault answers instead."""
         self.stats.requests += 1
         self._in_flight += 1
         self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
         try:
-            if (fault := await self._misbehave(request)) is not None:
+            rate_headers: dict[str, str] = {}
+            if (fault := await self._misbehave(request, rate_headers)) is not None:
                 return fault
             try:
                 reply = self._style.reply(request.query, f"{request.scheme}://{request.host}")
             except BadQuery as exc:
                 return _json({"error": str(exc)}, status=400)
             body = reply.body
+            headers = {**(reply.headers or {}), **rate_headers,
+                       **self._caching_headers(body)}  # fmt: skip
+            etag = headers.get("ETag")
+            if etag is not None and etag in request.headers.get("If-None-Match", ""):
+                self.stats.not_modified += 1
+                return web.Response(status=304, headers=headers)
             if self._rng.random() < self.config.truncate_rate:
                 self.stats.truncated += 1
                 body = body[: max(1, len(body) // 2)]
             self.stats.ok += 1
-            return web.Response(body=body, headers=reply.headers, content_type="application/json")
+            return web.Response(body=body, headers=headers, content_type="application/json")
         finally:
             self._in_flight -= 1
 

@@ -8,10 +8,12 @@ from typing import Any, Literal
 Pagination = Literal["page_number", "offset", "cursor", "link", "next_url"]
 Envelope = Literal["object", "bare"]
 FieldStyle = Literal["flat", "nested"]
+RateHeaders = Literal["none", "ietf", "x", "x-epoch"]
 
 PAGINATIONS: tuple[Pagination, ...] = ("page_number", "offset", "cursor", "link", "next_url")
 ENVELOPES: tuple[Envelope, ...] = ("object", "bare")
 FIELD_STYLES: tuple[FieldStyle, ...] = ("flat", "nested")
+RATE_HEADERS: tuple[RateHeaders, ...] = ("none", "ietf", "x", "x-epoch")
 # Styles whose body must carry the next step (cursor, URL), so it cannot be a bare list.
 NEEDS_OBJECT: frozenset[str] = frozenset({"cursor", "next_url"})
 
@@ -37,7 +39,11 @@ class SimulatorConfig:
 
     ``envelope`` None means the style's own default (bare for ``link``, else object);
     ``clamp`` answers the last page again past the end; ``link_last`` puts ``rel="last"``
-    in the Link header.
+    in the Link header. ``etag`` sends an ETag with every listing and answers a matching
+    If-None-Match with 304; ``cache_control`` is sent as Cache-Control when set. ``quota``
+    (0: none) allows that many listing requests per ``quota_window_s`` window, 429 past it;
+    ``rate_headers`` tells the client what is left: ``ietf`` (RateLimit-Remaining/-Reset in
+    seconds), ``x`` (X-RateLimit-* in seconds) or ``x-epoch`` (X-RateLimit-Reset a Unix time).
     """
 
     total: int = 12
@@ -56,6 +62,11 @@ class SimulatorConfig:
     field_style: FieldStyle = "flat"
     clamp: bool = False
     link_last: bool = True
+    etag: bool = False
+    cache_control: str | None = None
+    quota: int = 0
+    quota_window_s: float = 1.0
+    rate_headers: RateHeaders = "none"
 
     def __post_init__(self) -> None:
         for name in ("failure_rate", "dirty_rate", "duplicate_rate", "truncate_rate", "drop_rate"):
@@ -66,10 +77,13 @@ class SimulatorConfig:
             raise ValueError("total must be >= 0 and per_page >= 1")
         if self.rate_limit < 0 or self.latency_ms < 0:
             raise ValueError("rate_limit and latency_ms must be >= 0")
+        if self.quota < 0 or not self.quota_window_s > 0:
+            raise ValueError("quota must be >= 0 and quota_window_s > 0")
         for name, allowed in (
             ("pagination", PAGINATIONS),
             ("field_style", FIELD_STYLES),
             ("envelope", (*ENVELOPES, None)),
+            ("rate_headers", RATE_HEADERS),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")

@@ -31,7 +31,7 @@ from ..errors import (
     PageFetchError,
     ResponseTooLargeError,
 )
-from ..http import Fetcher, FetchPolicy, GaveUp, Response, clip, make_transport
+from ..http import Fetcher, FetchPolicy, GaveUp, Response, clip, fetch_extras, make_transport
 from ..http.fetcher import drop_frames
 from ..observe import Bus, UnitFailed, UnitFetched, UnitsKnown
 from ..settings import Settings
@@ -420,11 +420,13 @@ async def open_source(
     """The source the settings describe, on ``http`` (or a transport of its own, closed after)."""
     client = http if http is not None else make_transport(settings)
     try:
-        fetcher = Fetcher(client, FetchPolicy.from_settings(settings), bus,
-                          api_key=settings.api_key.get_secret_value(),
-                          key_origin=settings.base_url, sleep=sleep, clock=clock)  # fmt: skip
-        yield Source(make_paginator(settings), fetcher, bus, max_pages=settings.max_pages,
-                     concurrency=settings.concurrency, shape=field_map(settings))  # fmt: skip
+        async with fetch_extras(settings) as (limiter, cache):
+            fetcher = Fetcher(client, FetchPolicy.from_settings(settings), bus,
+                              api_key=settings.api_key.get_secret_value(),
+                              key_origin=settings.base_url, sleep=sleep, clock=clock,
+                              limiter=limiter, cache=cache)  # fmt: skip
+            yield Source(make_paginator(settings), fetcher, bus, max_pages=settings.max_pages,
+                         concurrency=settings.concurrency, shape=field_map(settings))  # fmt: skip
     finally:
         if http is None:
             await client.aclose()
