@@ -29,6 +29,7 @@ from customer_pipeline.cli import main
 from customer_pipeline.fields import FIELD_TABLE
 from customer_pipeline.models import Customer
 from customer_pipeline.sinks import batches, parquet
+from customer_pipeline.sinks._staged import StagedFile
 from customer_pipeline.sinks.parquet import METADATA_KEY, arrow_schema
 
 from .conftest import BASE_URL, fast_settings
@@ -189,6 +190,46 @@ async def test_a_full_disk_at_commit_leaves_the_last_set(
         state["version"] = 2
         with pytest.raises(OutputError, match=f"cannot write .*{name}: No space left"):
             await run_pipeline(fast_settings(output_dir=tmp_path, format=FORMATS))
+    assert snapshot(tmp_path) == before and hidden(tmp_path) == []
+
+
+class FullDisk:
+    """A file that takes ``room`` bytes, then fails as a full disk does."""
+
+    def __init__(self, handle: Any, room: int) -> None:
+        self.handle, self.room = handle, room
+
+    def write(self, data: bytes) -> int:
+        self.room -= len(data)
+        if self.room < 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.handle.write(data)  # type: ignore[no-any-return]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.handle, name)
+
+
+@pytest.mark.parametrize("name", [JSONL, PARQUET])
+async def test_a_full_disk_while_writing_leaves_the_last_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    state = {"version": 1}
+    with api(state):
+        await run_pipeline(fast_settings(output_dir=tmp_path, format=FORMATS))
+        before = snapshot(tmp_path)
+        real = StagedFile.open
+
+        def cramped(self: StagedFile) -> Any:
+            handle = real(self)
+            if self.name == name:  # room for Parquet's header, not for a customer
+                self._handle = handle = FullDisk(handle, room=4)
+            return handle
+
+        monkeypatch.setattr(StagedFile, "open", cramped)
+        state["version"] = 2
+        with pytest.raises(OutputError, match=f"cannot write .*{name}: No space left") as error:
+            await run_pipeline(fast_settings(output_dir=tmp_path, format=FORMATS))
+    assert error.value.disk_full
     assert snapshot(tmp_path) == before and hidden(tmp_path) == []
 
 

@@ -15,11 +15,12 @@ run imports this module to learn its file name.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import enum
 import types
 import typing
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import IO, TYPE_CHECKING, Any, ClassVar, Final
 
 import orjson
 
@@ -119,6 +120,28 @@ def _index_type(count: int) -> Any:
     return pa.int32()
 
 
+class _Detachable:
+    """The staged file as pyarrow's writer sees it; once detached, what it writes goes nowhere."""
+
+    closed = False
+
+    def __init__(self, handle: IO[bytes] | None) -> None:
+        self._handle = handle
+
+    def write(self, data: bytes) -> int:
+        """Write ``data`` to the file, or drop it once detached."""
+        return len(data) if self._handle is None else self._handle.write(data)
+
+    def flush(self) -> None:
+        """Flush the file, if still attached."""
+        if self._handle is not None:
+            self._handle.flush()
+
+    def detach(self) -> None:
+        """Send every later write nowhere (the file is being dropped)."""
+        self._handle = None
+
+
 class ParquetSink:
     """The Parquet export, staged with the run's other files and published with them."""
 
@@ -128,8 +151,9 @@ class ParquetSink:
     def __init__(self, context: SinkContext) -> None:
         self._file = StagedFile(context.outputs, PARQUET_FILE)
         self._writer: Any = None
+        self._target = _Detachable(None)
         self._schema: Any = None
-        self._parse: dict[str, Any] = {}
+        self._parse_options: Any = None
         self._dictionaries: dict[str, Any] = {}
         self._pending: list[Any] = []
         self._pending_rows = 0
@@ -159,22 +183,19 @@ class ParquetSink:
             [f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f
              for f in self._schema]
         )  # fmt: skip
-        self._parse = {
-            "parse_options": pa_json.ParseOptions(
-                explicit_schema=parse_schema, unexpected_field_behavior="error"
-            ),
-            "use_threads": False,
-        }
+        self._parse_options = pa_json.ParseOptions(
+            explicit_schema=parse_schema, unexpected_field_behavior="error"
+        )
         self._dictionaries = {}
         for name, info in Customer.model_fields.items():
             values = _choices(_unwrap(name, info.annotation)[0])
             if values is not None:
                 self._dictionaries[name] = pa.array(values, pa.string())
-        handle = self._file.open()
+        self._target = _Detachable(self._file.open())
         try:
-            self._writer = pq.ParquetWriter(handle, self._schema, compression="zstd")
+            self._writer = pq.ParquetWriter(self._target, self._schema, compression="zstd")
         except (OSError, pa.ArrowException) as exc:
-            self._file.abort()
+            await self.abort()
             raise OutputError(f"cannot write {self._file.path}: {exc}") from exc
 
     async def write(self, batch: CustomerBatch) -> None:
@@ -209,7 +230,15 @@ class ParquetSink:
     async def abort(self) -> None:
         """Drop the temp file and what is pending (what is staged is RunOutputs' to drop)."""
         self._pending, self._pending_rows = [], 0
-        self._writer = None  # its file is the temp file, removed next
+        writer, self._writer = self._writer, None
+        self._target.detach()
+        if writer is not None:
+            # Closed now, into nowhere: left open, or after a failed close, pyarrow closes it
+            # again whenever it is freed and formats the error from its destructor (seen
+            # mid-parse on Python 3.11: "SystemError: AST constructor recursion depth").
+            with contextlib.suppress(Exception):
+                writer.close()
+            writer.is_open = False  # its __del__ closes it if this is still True
         self._file.abort()
 
     def _table(self, batch: CustomerBatch) -> Any:
@@ -222,7 +251,7 @@ class ParquetSink:
         # One block for the whole batch: the reader needs each line whole within a block.
         options = pa_json.ReadOptions(use_threads=False, block_size=len(data) + 1)
         parsed = pa_json.read_json(pa.BufferReader(data), read_options=options,
-                                   parse_options=self._parse["parse_options"])  # fmt: skip
+                                   parse_options=self._parse_options)  # fmt: skip
         columns = []
         for field in self._schema:
             column = parsed.column(field.name).combine_chunks()
