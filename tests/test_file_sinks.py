@@ -170,29 +170,6 @@ async def test_an_incomplete_run_writes_what_it_has(tmp_path: Path) -> None:
 # -- the commit rule ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", [JSONL, PARQUET])
-async def test_a_full_disk_at_commit_leaves_the_last_set(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
-) -> None:
-    state = {"version": 1}
-    with api(state):
-        await run_pipeline(fast_settings(output_dir=tmp_path, format=FORMATS))
-        before = snapshot(tmp_path)
-        assert sorted(before) == sorted([JSON, JSONL, PARQUET, "summary_report.json"])
-        real = os.replace
-
-        def full_disk(src: Any, dst: Any, **kwargs: Any) -> None:
-            if Path(dst).name == f".{name}.staged":
-                raise OSError(errno.ENOSPC, "No space left on device")
-            real(src, dst, **kwargs)
-
-        monkeypatch.setattr(os, "replace", full_disk)
-        state["version"] = 2
-        with pytest.raises(OutputError, match=f"cannot write .*{name}: No space left"):
-            await run_pipeline(fast_settings(output_dir=tmp_path, format=FORMATS))
-    assert snapshot(tmp_path) == before and hidden(tmp_path) == []
-
-
 class FullDisk:
     """A file that takes ``room`` bytes, then fails as a full disk does."""
 
@@ -209,23 +186,40 @@ class FullDisk:
         return getattr(self.handle, name)
 
 
+def fill_disk(monkeypatch: pytest.MonkeyPatch, name: str, when: str) -> None:
+    """Make the disk full for file ``name``: ``writing`` it, or ``staging`` it at commit."""
+    if when == "staging":
+        real_replace = os.replace
+
+        def full_disk(src: Any, dst: Any, **kwargs: Any) -> None:
+            if Path(dst).name == f".{name}.staged":
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real_replace(src, dst, **kwargs)
+
+        monkeypatch.setattr(os, "replace", full_disk)
+        return
+    real_open = StagedFile.open
+
+    def cramped(self: StagedFile) -> Any:
+        handle = real_open(self)
+        if self.name == name:  # room for Parquet's header, not for a customer
+            self._handle = handle = FullDisk(handle, room=4)
+        return handle
+
+    monkeypatch.setattr(StagedFile, "open", cramped)
+
+
+@pytest.mark.parametrize("when", ["writing", "staging"])
 @pytest.mark.parametrize("name", [JSONL, PARQUET])
-async def test_a_full_disk_while_writing_leaves_the_last_set(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+async def test_a_full_disk_leaves_the_last_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, when: str
 ) -> None:
     state = {"version": 1}
     with api(state):
         await run_pipeline(fast_settings(output_dir=tmp_path, format=FORMATS))
         before = snapshot(tmp_path)
-        real = StagedFile.open
-
-        def cramped(self: StagedFile) -> Any:
-            handle = real(self)
-            if self.name == name:  # room for Parquet's header, not for a customer
-                self._handle = handle = FullDisk(handle, room=4)
-            return handle
-
-        monkeypatch.setattr(StagedFile, "open", cramped)
+        assert sorted(before) == sorted([JSON, JSONL, PARQUET, "summary_report.json"])
+        fill_disk(monkeypatch, name, when)
         state["version"] = 2
         with pytest.raises(OutputError, match=f"cannot write .*{name}: No space left") as error:
             await run_pipeline(fast_settings(output_dir=tmp_path, format=FORMATS))
