@@ -9,8 +9,8 @@ required. The export's metadata block goes in the file's key-value metadata unde
 
 Each batch is parsed by Arrow's JSON reader (C++, no Python object per customer) and kept
 until ROW_GROUP_ROWS customers are in, then written as one row group: memory holds one row
-group's columns, never the whole table. pyarrow is imported in ``open``, never here: every
-run imports this module to learn its file name.
+group's columns, never the whole table. pyarrow (and pydantic, for the model) is imported in
+``open``, never here: every run imports this module to learn its file name.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar, Final
 import orjson
 
 from ..errors import ConfigError, OutputError
-from ..models import Customer
 from ._staged import StagedFile
 from .base import CustomerBatch, RunMetadata, Sink, SinkContext
 
@@ -51,9 +50,14 @@ def arrow_schema() -> Any:
     """The Arrow schema of a customer, one field per ``models.Customer`` field, in its order."""
     import pyarrow as pa
 
-    return pa.schema(
-        [_arrow_field(name, info.annotation) for name, info in Customer.model_fields.items()]
-    )
+    return pa.schema([_arrow_field(name, kind) for name, kind in _customer_fields()])
+
+
+def _customer_fields() -> list[tuple[str, Any]]:
+    """The ``models.Customer`` fields and their annotations, in order."""
+    from ..models import Customer  # pydantic: loaded only by a run that writes Parquet
+
+    return [(name, info.annotation) for name, info in Customer.model_fields.items()]
 
 
 def _arrow_field(name: str, annotation: Any) -> Any:
@@ -187,8 +191,8 @@ class ParquetSink:
             explicit_schema=parse_schema, unexpected_field_behavior="error"
         )
         self._dictionaries = {}
-        for name, info in Customer.model_fields.items():
-            values = _choices(_unwrap(name, info.annotation)[0])
+        for name, kind in _customer_fields():
+            values = _choices(_unwrap(name, kind)[0])
             if values is not None:
                 self._dictionaries[name] = pa.array(values, pa.string())
         self._target = _Detachable(self._file.open())
