@@ -4,10 +4,13 @@
     python benchmarks/bench.py -s S1 -s S2 -r 3   # some scenarios, best of 3
     python benchmarks/bench.py --peer dlt         # adds dlt's rest_api source, if installed
     python benchmarks/bench.py --peer dlt --peer-python /path/to/dlt-venv/bin/python
+    python benchmarks/bench.py -s S2 -s S5 --storage   # + every file format, vs JSON only
 
 Each scenario starts ``customer-pipeline simulate`` in its own process, warms its page cache,
 then runs the floor and the project each as a child process, timing the whole process and
 reading its peak RSS from the OS (``os.wait4``). Ratios and targets are printed at the end.
+``--storage`` also runs the project with the STORAGE outputs in S2 and S5 (after its JSON-only
+run, against the same server) and compares the two.
 """
 
 from __future__ import annotations
@@ -67,6 +70,11 @@ SCENARIOS = {
                  60_000, 6, concurrency=500, latency_ms=100),
     ]
 }  # fmt: skip
+
+
+# What --storage adds to the JSON-only run (needs `pip install -e '.[parquet]'`).
+STORAGE = ["--format", "json", "--format", "jsonl", "--format", "parquet"]
+STORAGE_SCENARIOS = ("S2", "S5")
 
 
 @dataclass
@@ -138,15 +146,17 @@ def run_floor(s: Scenario, url: str, work: Path) -> Measure:
     return Measure(wall, rss, figures["records"], {"run_s": figures["run_s"]}, cpu)
 
 
-def run_project(s: Scenario, url: str, work: Path) -> Measure:
+def run_project(s: Scenario, url: str, work: Path, extra: list[str] | None = None) -> Measure:
     out = work / "project"
     argv = [PY, "-m", "customer_pipeline", "run", "--base-url", url, "--concurrency",
             str(s.concurrency), "--rate-limit", str(s.client_rate), "--per-page", str(s.per_page),
             "--backoff-base", str(s.backoff_base), "--max-retries", "10", "--output-dir", str(out),
-            "--no-progress", "--log-level", "WARNING"]  # fmt: skip
+            "--no-progress", "--log-level", "WARNING", *(extra or [])]  # fmt: skip
     wall, rss, _, cpu = run_child(argv)
     report = orjson.loads((out / "summary_report.json").read_bytes())
     exactly_once = exported_ids_are(out / "processed_customers.json", range(1, s.total + 1))
+    if extra:
+        exactly_once = exactly_once and other_files_hold(out, s.total)
     for path in out.iterdir():
         path.unlink()
     return Measure(
@@ -169,6 +179,17 @@ def exported_ids_are(path: Path, expected: range) -> bool:
                 if customer_id != next(wanted, None):
                     return False
     return next(wanted, None) is None
+
+
+def other_files_hold(out: Path, total: int) -> bool:
+    """Whether the JSONL and Parquet files hold ``total`` customers (Parquet read in a child:
+    pyarrow here would grow this process, and so its children's peak RSS)."""
+    with (out / "processed_customers.jsonl").open("rb") as handle:
+        lines = sum(1 for _ in handle)
+    count = "import sys, pyarrow.parquet as pq; print(pq.read_metadata(sys.argv[1]).num_rows)"
+    rows = subprocess.run([PY, "-c", count, str(out / "processed_customers.parquet")],
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return lines == total == int(rows)
 
 
 def run_dlt(s: Scenario, url: str, work: Path, python: str) -> Measure | None:
@@ -207,6 +228,11 @@ def main() -> int:
     parser.add_argument(
         "--peer-scenarios", default="S1,S2", help="scenarios the peer runs (it is slow)"
     )
+    parser.add_argument(
+        "--storage",
+        action="store_true",
+        help=f"in {', '.join(STORAGE_SCENARIOS)}, also run with {' '.join(STORAGE)}",
+    )
     args = parser.parse_args()
     names = args.scenario or sorted(SCENARIOS)
     results: dict[str, dict[str, Any]] = {}
@@ -219,15 +245,18 @@ def main() -> int:
                 if s.floor or s.server_rate == 0:
                     run_floor(s, url, work)  # warm the server's page cache; not measured
                 row: dict[str, Any] = {}
-                project, floor = [], []
+                project, floor, storage = [], [], []
                 for _ in range(args.repeat):
                     if s.floor:
                         floor.append(run_floor(s, url, work))
                     before = server_stats(url)
                     project.append(run_project(s, url, work))
                     after = server_stats(url)
+                    if args.storage and name in STORAGE_SCENARIOS:
+                        storage.append(run_project(s, url, work, STORAGE))
                 row["project"] = best(project)
                 row["floor"] = best(floor) if floor else None
+                row["storage"] = best(storage) if storage else None
                 row["served"] = {k: after[k] - before[k] for k in after if k != "max_in_flight"}
                 if args.peer == "dlt" and name in args.peer_scenarios.split(","):
                     row["dlt"] = run_dlt(s, url, work, args.peer_python)
@@ -269,7 +298,7 @@ def report(results: dict[str, dict[str, Any]]) -> int:
           lambda m: m.extra["run_s"])  # fmt: skip
     table("CPU seconds of the whole process (user + system), best run by wall", results,
           lambda m: m.cpu_s)  # fmt: skip
-    checks: list[tuple[str, bool, str]] = []
+    checks = storage_report(results)
     r = results
     if "S1" in r and r["S1"]["floor"]:
         ratio = r["S1"]["project"].wall_s / r["S1"]["floor"].wall_s
@@ -313,6 +342,34 @@ def report(results: dict[str, dict[str, Any]]) -> int:
     for label, ok, value in checks:
         print(f"{'PASS' if ok else 'FAIL'}  {label:40} {value}")
     return 0 if all(ok for _, ok, _ in checks) else 1
+
+
+def storage_report(results: dict[str, dict[str, Any]]) -> list[tuple[str, bool, str]]:
+    """The --storage runs against the JSON-only ones of the same invocation; their checks."""
+    rows = {name: row for name, row in results.items() if row.get("storage")}
+    if not rows:
+        return []
+    print(f"\nwith {' '.join(STORAGE)}, against the JSON-only run (best by wall)")
+    print(f"{'':4} {'wall':>8} {'RSS':>8} {'CPU':>8} | {'wall':>6} {'RSS':>6} {'CPU':>6} ratio")
+    checks: list[tuple[str, bool, str]] = []
+    for name, row in rows.items():
+        m, p = row["storage"], row["project"]
+        wall, rss, cpu = m.wall_s / p.wall_s, m.peak_rss_mb / p.peak_rss_mb, m.cpu_s / p.cpu_s
+        print(f"{name:4} {m.wall_s:8.2f} {m.peak_rss_mb:8.0f} {m.cpu_s:8.2f} | "
+              f"{wall:5.2f}x {rss:5.2f}x {cpu:5.2f}x")  # fmt: skip
+        once = m.extra["exactly_once"]
+        checks.append((f"{name} every file holds every customer", once, str(once)))
+    if "S2" in rows:
+        m, p = rows["S2"]["storage"], rows["S2"]["project"]
+        ratio = m.wall_s / p.wall_s
+        checks.append(("S2 all files <= 1.5 x JSON only", ratio <= 1.5, f"{ratio:.2f}x"))
+        checks.append(("S2 all files peak RSS <= 250 MB", m.peak_rss_mb <= 250,
+                       f"{m.peak_rss_mb:.0f} MB"))  # fmt: skip
+    if "S2" in rows and "S5" in rows:
+        ratio = rows["S5"]["storage"].peak_rss_mb / rows["S2"]["storage"].peak_rss_mb
+        # Flat: 5x the customers may not cost more than a quarter more memory.
+        checks.append(("S5 all files peak RSS <= 1.25 x S2's", ratio <= 1.25, f"{ratio:.2f}x"))
+    return checks
 
 
 if __name__ == "__main__":

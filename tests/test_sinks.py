@@ -172,14 +172,16 @@ def test_a_format_or_database_is_one_registry_line(tmp_path: Path, targets: list
     outputs = RunOutputs(tmp_path, sinks.output_files())
     made = sinks.create(["json", "lines", "memdb://x", "json"], outputs, fast_settings())
     assert [type(s).__name__ for s in made] == ["JsonDocumentSink", "LinesFile", "MemoryDatabase"]
-    assert sinks.output_files() == ("processed_customers.json", "processed_customers.lines")
+    assert sinks.output_files() == tuple(
+        f"processed_customers.{ext}" for ext in ("json", "jsonl", "parquet", "lines")
+    )
     assert [s.label for s in sinks.commit_order(made[::-1])] == [
         "processed_customers.lines", "processed_customers.json", "memdb://x",
     ]  # fmt: skip
 
 
 def test_an_unknown_format_or_database_is_a_config_error_naming_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match=r"unknown output format 'xml' \(known: json\)"):
+    with pytest.raises(ConfigError, match=r"format 'xml' \(known: json, jsonl, parquet\)"):
         sinks.sink_class("xml")
     with pytest.raises(ConfigError, match=r"no database sink for oracle:// URLs"):
         sinks.sink_class("oracle://scott:tiger@db/x")

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 FORMATS: Final[dict[str, str]] = {
     "json": ".json_document:JsonDocumentSink",
+    "jsonl": ".jsonl:JsonLinesSink",
+    "parquet": ".parquet:ParquetSink",
 }
 DATABASES: Final[dict[str, str]] = {  # URL scheme -> "module:Class"
     "duckdb": ".duckdb:DuckDbSink",
