@@ -96,7 +96,7 @@ def _seconds(default: float, description: str) -> Any:
     return _setting(default, description, gt=0, le=MAX_WAIT_S)
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@dataclasses.dataclass(frozen=True, kw_only=True, repr=False)
 class Settings:
     """Everything a run can be told, checked when built: a bad value raises ConfigError."""
 
@@ -203,6 +203,13 @@ class Settings:
         for name, value in values.items():
             object.__setattr__(self, name, value)  # frozen: set once, here
 
+    def __repr__(self) -> str:
+        # Not the dataclass repr: until __post_init__ converts them (in a traceback's locals,
+        # say) a key or a URL is a plain string, and a repr must never show it.
+        shown = ", ".join(f"{name}={_masked_repr(spec, getattr(self, name, None))}"
+                          for name, spec in self.model_fields.items())  # fmt: skip
+        return f"Settings({shown})"
+
     @property
     def secrets(self) -> list[str]:
         """Every string no log, message or file may show: the key and the URLs' passwords."""
@@ -234,6 +241,18 @@ class Settings:
 
 
 Settings.model_fields = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _masked_repr(spec: dataclasses.Field[Any], value: Any) -> str:
+    """``repr(value)``, but a secret setting's value masked whatever its type is yet."""
+    kind = str(spec.type)
+    if isinstance(value, Secret) or ("Secret" not in kind and "DatabaseUrl" not in kind):
+        return repr(value)
+    if isinstance(value, tuple | list):
+        return repr(tuple(DatabaseUrl(str(v)) if isinstance(v, str) else v for v in value))
+    if isinstance(value, str) and "DatabaseUrl" in kind:
+        return repr(DatabaseUrl(value))
+    return "Secret('**********')"
 
 
 def _jsonable(value: Any) -> Any:

@@ -116,3 +116,16 @@ async def test_a_run_writes_every_chosen_sink_and_never_shows_the_password(
     report = orjson.loads((tmp_path / "summary_report.json").read_bytes())
     assert report["run"]["settings"]["db"] == ["memdb://crm:***@h/"]
     assert LinesFile.files[0] in {p.name for p in tmp_path.iterdir()}
+
+
+def test_settings_being_built_never_show_a_raw_key_or_password_in_their_repr() -> None:
+    # Until __post_init__ converts them, the fields hold what was given: plain strings. A
+    # traceback with locals (pytest -l, rich) shows ``self`` then.
+    half_built = Settings.__new__(Settings)
+    given = {"api_key": "sk-raw-key", "db": (f"postgresql://u:{PASSWORD}@h/d",),
+             "cache": f"redis://:{PASSWORD}@h:6379/0"}  # fmt: skip
+    for name, value in given.items():
+        object.__setattr__(half_built, name, value)
+    shown = repr(half_built)
+    assert "sk-raw-key" not in shown and "pa:ss" not in shown and "w%2Frd" not in shown
+    assert "postgresql://u:***@h/d" in shown
