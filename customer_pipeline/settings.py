@@ -39,6 +39,7 @@ Paginator = Literal["page_number", "offset", "cursor", "link", "next_url"]
 CUSTOMER_FIELDS = ("id", "email", "first_name", "last_name", "avatar")
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 DbMode = Literal["upsert", "replace"]
+LogFormat = Literal["text", "json"]
 
 Problem = tuple[tuple[str, ...], str]  # where (setting, maybe a key in it) and what is wrong
 
@@ -260,6 +261,63 @@ def _check_table(value: str) -> str:
     return value
 
 
+class PushgatewayUrl(DatabaseUrl):
+    """A Pushgateway URL: its password masked as a database URL's is."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"PushgatewayUrl({self.masked!r})"
+
+
+def _check_port(value: int | None) -> int | None:
+    if value is not None and not 0 <= value <= 65535:
+        raise ValueError("must be a port from 1 to 65535 (0: any free port)")
+    return value
+
+
+def _check_host(value: str) -> str:
+    value = value.strip()
+    if not value or any(c.isspace() or c in "/?#@" for c in value) or not value.isprintable():
+        raise ValueError("must be a host name or an IP address, such as 127.0.0.1 or 0.0.0.0")
+    return value
+
+
+def _check_pushgateway(value: PushgatewayUrl | None) -> PushgatewayUrl | None:
+    if value is None:
+        return None
+    # The messages never show the URL: it may carry a password.
+    text = value.get_secret_value()
+    if any(c.isspace() or unicodedata.category(c) == "Cc" for c in text):
+        raise ValueError("contains a space or a control character")
+    try:
+        parts = urlsplit(text)
+        _ = parts.port
+    except ValueError:
+        raise ValueError("has a malformed host or port (a number from 1 to 65535)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host, e.g. http://host:9091")
+    if parts.query or parts.fragment:
+        raise ValueError("must not carry a query (?...) or a fragment (#...)")
+    return value
+
+
+def _check_metrics_file(value: Path | None) -> Path | None:
+    if value is None:
+        return None
+    _check_no_nul(value)
+    if value.suffix != ".prom":
+        raise ValueError("must end in .prom: node_exporter's textfile collector reads only those")
+    return value
+
+
+def _check_instance(value: str) -> str:
+    value = value.strip()
+    if len(value) > 128 or not value.isprintable():
+        raise ValueError("must be printable text of at most 128 characters")
+    return value
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Settings:
     """Everything a run can be told, checked when built: a bad value raises ConfigError."""
@@ -341,6 +399,26 @@ class Settings:
         "upsert", "upsert (customers this run did not see are kept) or replace (the whole table)"
     )
 
+    # Monitoring: Prometheus metrics (see observe/metrics.py) and the log's format.
+    metrics_port: int | None = _setting(
+        None, "serve Prometheus metrics on /metrics while the run lasts (0: any free port)",
+        check=_check_port,
+    )  # fmt: skip
+    metrics_host: str = _setting("127.0.0.1", "address metrics_port listens on", check=_check_host)
+    pushgateway: PushgatewayUrl | None = _setting(
+        None, "Pushgateway URL the final figures are pushed to when a run ends (may carry "
+        "user:password@, a secret)", check=_check_pushgateway,
+    )  # fmt: skip
+    metrics_file: Path | None = _setting(
+        None, "write the final figures to this node_exporter textfile (*.prom) when a run ends",
+        check=_check_metrics_file,
+    )  # fmt: skip
+    metrics_instance: str = _setting(
+        "", "instance label of the Pushgateway group (default: the host name)",
+        check=_check_instance,
+    )  # fmt: skip
+    log_format: LogFormat = _setting("text", "log lines as text or json (one object per line)")
+
     model_fields: ClassVar[Mapping[str, dataclasses.Field[Any]]]
 
     def __post_init__(self) -> None:
@@ -353,7 +431,12 @@ class Settings:
     @property
     def secrets(self) -> list[str]:
         """Every string no log, message or file may show: the key and the database passwords."""
-        return [self.api_key.get_secret_value(), *(p for url in self.db for p in url.passwords)]
+        pushgateway = self.pushgateway.passwords if self.pushgateway is not None else []
+        return [
+            self.api_key.get_secret_value(),
+            *(p for url in self.db for p in url.passwords),
+            *pushgateway,
+        ]
 
     @property
     def log_path(self) -> Path:
@@ -576,6 +659,14 @@ def _to_db_urls(value: Any) -> tuple[DatabaseUrl, ...]:
     return tuple(urls)
 
 
+def _to_pushgateway(value: Any) -> PushgatewayUrl:
+    if isinstance(value, Secret):
+        value = value.get_secret_value()
+    if not isinstance(value, str):
+        raise ValueError("must be a URL string")
+    return PushgatewayUrl(value)
+
+
 def _one_of(choices: tuple[str, ...], *, upper: bool = False) -> Callable[[Any], str]:
     def convert(value: Any) -> str:
         if isinstance(value, str) and (value.upper() if upper else value) in choices:
@@ -601,4 +692,7 @@ CONVERT: dict[str, Callable[[Any], Any]] = {
     "tuple[str, ...]": _to_str_tuple,
     "tuple[DatabaseUrl, ...]": _to_db_urls,
     "DbMode": _one_of(get_args(DbMode)),
+    "int | None": lambda value: None if value is None else _to_int(value),
+    "PushgatewayUrl | None": lambda value: None if value is None else _to_pushgateway(value),
+    "LogFormat": _one_of(get_args(LogFormat)),
 }

@@ -10,8 +10,9 @@ import pytest
 from customer_pipeline import Settings
 from customer_pipeline.simulator import Simulator, SimulatorConfig, serve
 
-# json-server fixtures (json_server_017, json_server_10, json_server, json_server_db).
-pytest_plugins = ["tests.jsonserver"]
+# json-server fixtures (json_server_017, json_server_10, json_server, json_server_db);
+# Prometheus fixtures (prometheus, pushgateway).
+pytest_plugins = ["tests.jsonserver", "tests.prometheus"]
 
 SECRET_KEY = "sk-test-9f8e7d6c5b4a-DO-NOT-LEAK"
 BASE_URL = "http://api.test"
