@@ -44,10 +44,7 @@ def serving(registry: CollectorRegistry, host: str, port: int) -> Iterator[tuple
 
     Raises OSError when the port cannot be bound. Port 0 picks a free one.
     """
-    server_class = ThreadingWSGIServer
-    if ":" in host:  # an IPv6 address
-        server_class = type("ThreadingWSGIServer6", (ThreadingWSGIServer,),
-                            {"address_family": socket.AF_INET6})  # fmt: skip
+    server_class = _Server6 if ":" in host else ThreadingWSGIServer
     server = make_server(host, port, make_wsgi_app(registry), server_class, _QuietHandler)
     # prometheus_client's own start_http_server polls for shutdown every 0.5 s, which a
     # short run would wait for at its end.
@@ -62,6 +59,12 @@ def serving(registry: CollectorRegistry, host: str, port: int) -> Iterator[tuple
         server.shutdown()
         server.server_close()  # the port is free again when the run returns
         thread.join()
+
+
+class _Server6(ThreadingWSGIServer):
+    """The metrics server on an IPv6 address."""
+
+    address_family = socket.AF_INET6
 
 
 class _QuietHandler(WSGIRequestHandler):
