@@ -4,6 +4,7 @@
     python benchmarks/bench.py -s S1 -s S2 -r 3   # some scenarios, best of 3
     python benchmarks/bench.py --peer dlt         # adds dlt's rest_api source, if installed
     python benchmarks/bench.py --peer dlt --peer-python /path/to/dlt-venv/bin/python
+    python benchmarks/bench.py -s S2 -r 5 --metrics  # S2 with metrics on and off, alternating
 
 Each scenario starts ``customer-pipeline simulate`` in its own process, warms its page cache,
 then runs the floor and the project each as a child process, timing the whole process and
@@ -138,12 +139,14 @@ def run_floor(s: Scenario, url: str, work: Path) -> Measure:
     return Measure(wall, rss, figures["records"], {"run_s": figures["run_s"]}, cpu)
 
 
-def run_project(s: Scenario, url: str, work: Path) -> Measure:
+def run_project(s: Scenario, url: str, work: Path, metrics: bool = False) -> Measure:
     out = work / "project"
     argv = [PY, "-m", "customer_pipeline", "run", "--base-url", url, "--concurrency",
             str(s.concurrency), "--rate-limit", str(s.client_rate), "--per-page", str(s.per_page),
             "--backoff-base", str(s.backoff_base), "--max-retries", "10", "--output-dir", str(out),
             "--no-progress", "--log-level", "WARNING"]  # fmt: skip
+    if metrics:  # the live endpoint and the textfile: every exposition that needs no server
+        argv += ["--metrics-port", "0", "--metrics-file", str(work / "metrics.prom")]
     wall, rss, _, cpu = run_child(argv)
     report = orjson.loads((out / "summary_report.json").read_bytes())
     exactly_once = exported_ids_are(out / "processed_customers.json", range(1, s.total + 1))
@@ -207,6 +210,12 @@ def main() -> int:
     parser.add_argument(
         "--peer-scenarios", default="S1,S2", help="scenarios the peer runs (it is slow)"
     )
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="also run the project with metrics on (--metrics-port, --metrics-file), "
+        "alternating with the runs without",
+    )
     args = parser.parse_args()
     names = args.scenario or sorted(SCENARIOS)
     results: dict[str, dict[str, Any]] = {}
@@ -219,14 +228,18 @@ def main() -> int:
                 if s.floor or s.server_rate == 0:
                     run_floor(s, url, work)  # warm the server's page cache; not measured
                 row: dict[str, Any] = {}
-                project, floor = [], []
+                project, floor, with_metrics = [], [], []
                 for _ in range(args.repeat):
                     if s.floor:
                         floor.append(run_floor(s, url, work))
                     before = server_stats(url)
                     project.append(run_project(s, url, work))
                     after = server_stats(url)
+                    if args.metrics:
+                        with_metrics.append(run_project(s, url, work, metrics=True))
                 row["project"] = best(project)
+                if with_metrics:
+                    row["metrics"] = best(with_metrics)
                 row["floor"] = best(floor) if floor else None
                 row["served"] = {k: after[k] - before[k] for k in after if k != "max_in_flight"}
                 if args.peer == "dlt" and name in args.peer_scenarios.split(","):
@@ -271,6 +284,14 @@ def report(results: dict[str, dict[str, Any]]) -> int:
           lambda m: m.cpu_s)  # fmt: skip
     checks: list[tuple[str, bool, str]] = []
     r = results
+    for name, row in r.items():
+        if (on := row.get("metrics")) is not None:
+            off = row["project"]
+            wall, cpu = on.wall_s / off.wall_s - 1, on.cpu_s / off.cpu_s - 1
+            print(f"\n{name} metrics on vs off (best of each): wall {on.wall_s:.2f} vs "
+                  f"{off.wall_s:.2f} s ({wall:+.1%}), CPU {on.cpu_s:.2f} vs {off.cpu_s:.2f} s "
+                  f"({cpu:+.1%})")  # fmt: skip
+            checks.append((f"{name} with metrics <= 1.03 x without", wall <= 0.03, f"{wall:+.1%}"))
     if "S1" in r and r["S1"]["floor"]:
         ratio = r["S1"]["project"].wall_s / r["S1"]["floor"].wall_s
         checks.append(("S1 project <= 1.2 x floor", ratio <= 1.2, f"{ratio:.2f}x"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -309,3 +311,18 @@ def test_pushgateway_password_never_reaches_the_terminal(tmp_path: Path) -> None
     ])  # fmt: skip
     assert result.exit_code == 2
     assert "invalid pushgateway" in result.output and "hunter2-secret" not in result.output
+
+
+def test_a_run_without_metrics_never_imports_prometheus_client(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from customer_pipeline.cli import main\n"
+        "try:\n"
+        f"    main(['run', '--simulate', '--no-progress', '--output-dir', {str(tmp_path)!r}])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        "print('prometheus_client' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)  # fmt: skip
+    assert done.stdout.strip().splitlines()[-1] == "False", done.stdout + done.stderr
