@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import socket
@@ -20,7 +21,7 @@ from click.testing import CliRunner
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from customer_pipeline import AuthError, ConfigError, Progress, run_pipeline
+from customer_pipeline import AuthError, ConfigError, Interrupted, Progress, run_pipeline
 from customer_pipeline.cli import main
 
 from .conftest import BASE_URL, fast_settings
@@ -326,3 +327,19 @@ def test_a_run_without_metrics_never_imports_prometheus_client(tmp_path: Path) -
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, cwd=tmp_path)  # fmt: skip
     assert done.stdout.strip().splitlines()[-1] == "False", done.stdout + done.stderr
+
+
+async def test_an_interrupted_run_pushes_its_figures_too(tmp_path: Path) -> None:
+    stop = asyncio.Event()
+    registry = CollectorRegistry()
+    with recording_gateway() as (address, pushes), pages_api(set()):
+        settings = fast_settings(output_dir=tmp_path, pushgateway=f"http://{address}",
+                                 concurrency=1)  # fmt: skip
+        with pytest.raises(Interrupted):
+            await run_pipeline(settings, registry=registry, stop=stop,
+                               on_progress=lambda progress: stop.set())  # fmt: skip
+    assert value(registry, "run_outcome", outcome="interrupted") == 1
+    assert value(registry, "in_flight_requests") == 0
+    [push] = pushes
+    assert push["method"] == "POST"
+    assert f'{P}run_outcome{{outcome="interrupted"}} 1.0' in push["body"]

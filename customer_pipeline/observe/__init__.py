@@ -1,14 +1,15 @@
-"""Observers, not counters: the core emits small events; stats, progress and (next) metrics
+"""Observers, not counters: the core emits small events; stats, progress and metrics
 subscribe to them. This package imports no other part of customer_pipeline.
 
     emitters                    events                     subscribers
     http.fetcher   ──► RequestStarted, RequestDone,   ──► ApiStats (the report's api block)
                        LimiterWaited, Retrying,           ProgressTracker (bar, log line)
                        NotRetried, RateLimited            DebugLog (--log-level DEBUG only)
-    sources        ──► UnitFetched, UnitsKnown,
-                       UnitFailed
+    sources        ──► UnitFetched, UnitsKnown,           metrics.PipelineMetrics (Prometheus;
+                       UnitFailed                           imported only when asked for)
     stages         ──► PageDone, RecordRejected,
                        StageTimed
+    pipeline       ──► RunEnded
 """
 
 from .bus import Bus
@@ -22,6 +23,7 @@ from .events import (
     RequestDone,
     RequestStarted,
     Retrying,
+    RunEnded,
     StageTimed,
     UnitFailed,
     UnitFetched,
@@ -45,6 +47,7 @@ __all__ = [
     "RequestDone",
     "RequestStarted",
     "Retrying",
+    "RunEnded",
     "StageTimed",
     "UnitFailed",
     "UnitFetched",
