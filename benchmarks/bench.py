@@ -5,6 +5,7 @@
     python benchmarks/bench.py --peer dlt         # adds dlt's rest_api source, if installed
     python benchmarks/bench.py --peer dlt --peer-python /path/to/dlt-venv/bin/python
     python benchmarks/bench.py -s S2 -s S5 --storage   # + every file format, vs JSON only
+    python benchmarks/bench.py -s S2 -r 5 --metrics  # S2 with metrics on and off, alternating
 
 Each scenario starts ``customer-pipeline simulate`` in its own process, warms its page cache,
 then runs the floor and the project each as a child process, timing the whole process and
@@ -146,6 +147,11 @@ def run_floor(s: Scenario, url: str, work: Path) -> Measure:
     return Measure(wall, rss, figures["records"], {"run_s": figures["run_s"]}, cpu)
 
 
+def METRICS(work: Path) -> list[str]:
+    """The live endpoint and the textfile: every exposition that needs no server."""
+    return ["--metrics-port", "0", "--metrics-file", str(work / "metrics.prom")]
+
+
 def run_project(s: Scenario, url: str, work: Path, extra: list[str] | None = None) -> Measure:
     out = work / "project"
     argv = [PY, "-m", "customer_pipeline", "run", "--base-url", url, "--concurrency",
@@ -233,6 +239,12 @@ def main() -> int:
         action="store_true",
         help=f"in {', '.join(STORAGE_SCENARIOS)}, also run with {' '.join(STORAGE)}",
     )
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="also run the project with metrics on (--metrics-port, --metrics-file), "
+        "alternating with the runs without",
+    )
     args = parser.parse_args()
     names = args.scenario or sorted(SCENARIOS)
     results: dict[str, dict[str, Any]] = {}
@@ -245,7 +257,7 @@ def main() -> int:
                 if s.floor or s.server_rate == 0:
                     run_floor(s, url, work)  # warm the server's page cache; not measured
                 row: dict[str, Any] = {}
-                project, floor, storage = [], [], []
+                project, floor, storage, with_metrics = [], [], [], []
                 for _ in range(args.repeat):
                     if s.floor:
                         floor.append(run_floor(s, url, work))
@@ -254,7 +266,11 @@ def main() -> int:
                     after = server_stats(url)
                     if args.storage and name in STORAGE_SCENARIOS:
                         storage.append(run_project(s, url, work, STORAGE))
+                    if args.metrics:
+                        with_metrics.append(run_project(s, url, work, METRICS(work)))
                 row["project"] = best(project)
+                if with_metrics:
+                    row["metrics"] = best(with_metrics)
                 row["floor"] = best(floor) if floor else None
                 row["storage"] = best(storage) if storage else None
                 row["served"] = {k: after[k] - before[k] for k in after if k != "max_in_flight"}
@@ -300,6 +316,14 @@ def report(results: dict[str, dict[str, Any]]) -> int:
           lambda m: m.cpu_s)  # fmt: skip
     checks = storage_report(results)
     r = results
+    for name, row in r.items():
+        if (on := row.get("metrics")) is not None:
+            off = row["project"]
+            wall, cpu = on.wall_s / off.wall_s - 1, on.cpu_s / off.cpu_s - 1
+            print(f"\n{name} metrics on vs off (best of each): wall {on.wall_s:.2f} vs "
+                  f"{off.wall_s:.2f} s ({wall:+.1%}), CPU {on.cpu_s:.2f} vs {off.cpu_s:.2f} s "
+                  f"({cpu:+.1%})")  # fmt: skip
+            checks.append((f"{name} with metrics <= 1.03 x without", wall <= 0.03, f"{wall:+.1%}"))
     if "S1" in r and r["S1"]["floor"]:
         ratio = r["S1"]["project"].wall_s / r["S1"]["floor"].wall_s
         checks.append(("S1 project <= 1.2 x floor", ratio <= 1.2, f"{ratio:.2f}x"))

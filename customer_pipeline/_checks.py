@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ._limits import MIN_RATE_LIMIT
-from ._secret import DatabaseUrl, Secret
+from ._secret import DatabaseUrl, PushgatewayUrl, Secret
 
 CUSTOMER_FIELDS = ("id", "email", "first_name", "last_name", "avatar")
 
@@ -191,4 +191,52 @@ def check_limiter_url(value: DatabaseUrl | None) -> DatabaseUrl | None:
 def check_namespace(value: str) -> str:
     if len(value) > 200 or any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in value):
         raise ValueError("must be at most 200 printable characters")
+    return value
+
+
+def check_port(value: int | None) -> int | None:
+    if value is not None and not 0 <= value <= 65535:
+        raise ValueError("must be a port from 1 to 65535 (0: any free port)")
+    return value
+
+
+def check_host(value: str) -> str:
+    value = value.strip()
+    if not value or any(c.isspace() or c in "/?#@" for c in value) or not value.isprintable():
+        raise ValueError("must be a host name or an IP address, such as 127.0.0.1 or 0.0.0.0")
+    return value
+
+
+def check_pushgateway(value: PushgatewayUrl | None) -> PushgatewayUrl | None:
+    if value is None:
+        return None
+    # The messages never show the URL: it may carry a password.
+    text = value.get_secret_value()
+    if any(c.isspace() or unicodedata.category(c) == "Cc" for c in text):
+        raise ValueError("contains a space or a control character")
+    try:
+        parts = urlsplit(text)
+        _ = parts.port
+    except ValueError:
+        raise ValueError("has a malformed host or port (a number from 1 to 65535)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host, e.g. http://host:9091")
+    if parts.query or parts.fragment:
+        raise ValueError("must not carry a query (?...) or a fragment (#...)")
+    return value
+
+
+def check_metrics_file(value: Path | None) -> Path | None:
+    if value is None:
+        return None
+    check_no_nul(value)
+    if value.suffix != ".prom":
+        raise ValueError("must end in .prom: node_exporter's textfile collector reads only those")
+    return value
+
+
+def check_instance(value: str) -> str:
+    value = value.strip()
+    if len(value) > 128 or not value.isprintable():
+        raise ValueError("must be printable text of at most 128 characters")
     return value

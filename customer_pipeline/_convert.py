@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ._secret import DatabaseUrl, Secret
+from ._secret import DatabaseUrl, PushgatewayUrl, Secret
 
 
 class KeyProblem(ValueError):
@@ -150,3 +150,11 @@ def one_of(choices: tuple[str, ...], *, upper: bool = False) -> Callable[[Any], 
         raise ValueError(f"must be one of {', '.join(choices)}")
 
     return convert
+
+
+def to_pushgateway(value: Any) -> PushgatewayUrl:
+    if isinstance(value, Secret):
+        value = value.get_secret_value()
+    if not isinstance(value, str):
+        raise ValueError("must be a URL string")
+    return PushgatewayUrl(value)

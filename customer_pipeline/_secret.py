@@ -69,3 +69,12 @@ class DatabaseUrl(Secret):
 
     def __str__(self) -> str:
         return self.masked
+
+
+class PushgatewayUrl(DatabaseUrl):
+    """A Pushgateway URL: its password masked as a database URL's is."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"PushgatewayUrl({self.masked!r})"

@@ -259,6 +259,34 @@ def _repeated(
     "API origin: redis://host:6379/0.",
 )
 @click.option(
+    "--metrics-port",
+    type=int,
+    help="Serve Prometheus metrics on http://HOST:PORT/metrics while the run lasts "
+    "(0: any free port, logged).",
+)
+@click.option("--metrics-host", help="Address --metrics-port listens on.  [default: 127.0.0.1]")
+@click.option(
+    "--pushgateway",
+    metavar="URL",
+    help="Push the final metrics to this Prometheus Pushgateway when the run ends, however "
+    "it ends (job customer_pipeline); http://user:pass@host:9091 for basic auth (prefer "
+    "CUSTOMER_PIPELINE_PUSHGATEWAY for a password).",
+)
+@click.option(
+    "--metrics-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the final metrics to this node_exporter textfile (*.prom) when the run ends.",
+)
+@click.option(
+    "--metrics-instance",
+    help="Instance label of the Pushgateway group.  [default: the host name]",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    help="Log lines as text, or json: one object per line (log file and stderr).  [default: text]",
+)
+@click.option(
     "--insecure",
     is_flag=True,
     help="Do not verify TLS certificates (a test server you trust only; loudly warned).",
@@ -301,6 +329,7 @@ def run(
     urls = [*(options.get("db") or ()), os.environ.get(f"{ENV_PREFIX}DB", "")]
     for name in ("cache", "limiter_url"):
         urls += [options.get(name) or "", os.environ.get(f"{ENV_PREFIX}{name.upper()}", "")]
+    urls += [options.get("pushgateway") or "", os.environ.get(f"{ENV_PREFIX}PUSHGATEWAY", "")]
     terminal = Terminal(
         [
             options.get("api_key") or "",

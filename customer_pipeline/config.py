@@ -33,6 +33,9 @@ EMPTY_MEANS = {
     "next_path": "",
     "log_file": None,
     "db": (),
+    "metrics_port": None,
+    "pushgateway": None,
+    "metrics_file": None,
 }
 
 Origin = Literal["flag", "env", "dotenv", "config"]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 import click
 from click.exceptions import NoArgsIsHelpError
 
-from .logs import LOGGER_NAME, RedactingFilter, Redactor
+from .logs import LOGGER_NAME, JsonFormatter, RedactingFilter, Redactor
 
 # The pipeline is imported when a run starts, not when the command line parses its options.
 if TYPE_CHECKING:
@@ -162,41 +162,45 @@ async def run_with_progress(
 
     if console is None:
         return await run_pipeline(settings, stop=stopper.event, **modes)
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
     from rich.progress import Progress as Bar
 
-    columns = (
-        SpinnerColumn(),
-        TextColumn("pages"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn(
-            "{task.fields[records]} records, {task.fields[retries]} retries, "
-            "{task.fields[r429]} x 429, {task.fields[failed]} failed"
-        ),
-        TimeElapsedColumn(),
-    )
-    with Bar(*columns, console=console) as bar:
-        task = bar.add_task("fetch", total=None, records=0, retries=0, r429=0, failed=0)
+    with Bar(*progress_columns(), console=console, expand=True) as bar:
+        task = bar.add_task("fetch", total=None, figures=progress_figures(None))
 
         def update(p: Progress) -> None:
-            bar.update(
-                task,
-                completed=p.pages_done,
-                total=p.pages_total,
-                records=p.records,
-                retries=p.retries,
-                r429=p.rate_limited,
-                failed=p.failed_pages,
-            )
+            bar.update(task, completed=p.pages_done, total=p.pages_total,
+                       figures=progress_figures(p))  # fmt: skip
 
         return await run_pipeline(settings, on_progress=update, stop=stopper.event, **modes)
+
+
+def progress_columns() -> tuple[Any, ...]:
+    """The bar's columns: the page count first, never shrunk; then the bar; then the figures,
+    most useful (ETA, rates) first, cut with an ellipsis on a narrow terminal (60 columns)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, SpinnerColumn, TextColumn
+    from rich.table import Column
+
+    return (
+        SpinnerColumn(),
+        TextColumn("pages"),
+        MofNCompleteColumn(),
+        BarColumn(bar_width=None, table_column=Column(ratio=1, min_width=5)),
+        TextColumn("{task.fields[figures]}",
+                   table_column=Column(no_wrap=True, overflow="ellipsis", ratio=3)),
+    )  # fmt: skip
+
+
+def progress_figures(p: Progress | None) -> str:
+    """What the bar shows after the page count: ETA, rates, then retries, 429s, failures."""
+    from .observe.progress import format_eta
+
+    if p is None:
+        return "starting"
+    return (
+        f"ETA {format_eta(p.eta_s)} · {p.pages_per_s:,.1f} pages/s · "
+        f"{p.records_per_s:,.0f} records/s · {p.records:,} records · {p.retries} retries · "
+        f"{p.rate_limited} x 429 · {p.failed_pages} failed"
+    )
 
 
 def stderr_logging(settings: Settings, console: Any | None) -> logging.Handler:
@@ -204,7 +208,11 @@ def stderr_logging(settings: Settings, console: Any | None) -> logging.Handler:
     from .pipeline import REPORTED
 
     handler: logging.Handler
-    if console is not None:
+    if settings.log_format == "json":
+        handler = _JsonLines(console)
+        handler.setFormatter(JsonFormatter(settings.secrets))
+        handler.setLevel(logging.WARNING if console is not None else settings.log_level)
+    elif console is not None:
         from rich.logging import RichHandler
 
         handler = RichHandler(
@@ -219,6 +227,25 @@ def stderr_logging(settings: Settings, console: Any | None) -> logging.Handler:
     handler.addFilter(lambda record: not getattr(record, REPORTED, False))
     logging.getLogger(LOGGER_NAME).addHandler(handler)
     return handler
+
+
+class _JsonLines(logging.StreamHandler):  # type: ignore[type-arg]
+    """JSON log lines on stderr; above the progress bar when there is one."""
+
+    def __init__(self, console: Any | None) -> None:
+        super().__init__(sys.stderr)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.console is None:
+            super().emit(record)
+            return
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def print_summary(result: RunResult, echo: Callable[[str], None] = click.echo) -> None:

@@ -169,6 +169,9 @@ class RunInfo(BaseModel):
 
     model_config = ConfigDict(json_schema_extra=_complete_rule())
 
+    run_id: str | None = Field(
+        None, description="the id every line of this run's log carries (run_id in JSON lines)"
+    )
     started_at: str = _timestamp()
     finished_at: str = _timestamp()
     elapsed_s: NonNegativeFloat

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
@@ -26,8 +26,10 @@ from ._version import __version__
 from .checkpoint import Checkpoint, RunMode, check_mode, disk_full
 from .dedup import SortedSpool
 from .errors import IncompleteError, Interrupted, OutputError, PageFetchError, PipelineError
-from .logs import redact, run_logging
+from .logs import current_run_id, redact, run_logging
+from .monitoring import monitored
 from .observe import ApiStats, Bus, DebugLog, ProgressCallback, ProgressTracker
+from .observe.events import RunEnded
 from .report import business_summary, export_metadata, quality_summary, utc_now
 from .settings import Settings
 from .sinks import RunMetadata, Sink, abort_all, batches, commit_all
@@ -42,6 +44,9 @@ from .stages import (
     validate_stage,
 )
 from .writer import REPORT_FILE, RejectedWriter, RunOutputs, exclusive_folder
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger("customer_pipeline.pipeline")
 REPORTED = "reported_to_caller"  # LogRecord attribute: the error is also raised to the caller
@@ -83,6 +88,7 @@ async def run_pipeline(
     mode: RunMode = "new",
     keep_checkpoint: bool = False,
     stop: StopSignal | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> RunResult:
     """Fetch, validate, score, enrich and deduplicate every customer; write the outputs.
 
@@ -96,16 +102,22 @@ async def run_pipeline(
     it lacks (none, for a complete one), ``"restart"`` discards it first. Once ``stop`` is
     set, no new page is started and the run raises Interrupted when the pages in flight are
     in (or after a second at most).
+
+    The run's Prometheus metrics go into ``registry`` when one is given (runs sharing it add
+    up), and are served, pushed or written as ``settings`` ask (metrics_port, pushgateway,
+    metrics_file).
     """
     check_mode(mode)
+    bus = Bus()
     with (
-        run_logging(settings.log_path, settings.log_level, settings.secrets),
+        run_logging(settings.log_path, settings.log_level, settings.secrets, settings.log_format),
         _reported(),
         exclusive_folder(settings.output_dir, sinks.output_files()),
     ):
         checkpoint = Checkpoint.open(settings, mode)
         try:
-            result = await _run(settings, http, on_progress, checkpoint, stop)
+            with monitored(settings, bus, registry), _failure_announced(bus):
+                result = await _run(settings, http, on_progress, checkpoint, stop, bus)
         except OutputError as exc:
             # Only now is it known whether the checkpoint is kept, so the fix is said here.
             kept = _keep_or_discard(checkpoint, None, keep_checkpoint)
@@ -150,6 +162,19 @@ def _after_output_error(kept: int | None, full: bool) -> str:
         return f"no page was saved: {fix}, then run the same command again"
     saved = f"keeps the {kept} pages saved so far" if kept >= 0 else "is kept"
     return f"the checkpoint {saved}: {fix}, then run the same command with --resume to finish"
+
+
+@contextlib.contextmanager
+def _failure_announced(bus: Bus) -> Iterator[None]:
+    """Emit RunEnded (failed or interrupted) when the run raises; a run that ends emits its own."""
+    started = time.perf_counter()
+    try:
+        yield
+    except BaseException as exc:
+        stopped = isinstance(exc, Interrupted | KeyboardInterrupt | anyio.get_cancelled_exc_class())
+        outcome = "interrupted" if stopped else "failed"
+        bus.emit(RunEnded(outcome, time.perf_counter() - started, time.time()))
+        raise
 
 
 @contextlib.contextmanager
@@ -230,6 +255,7 @@ async def _run(
     on_progress: ProgressCallback | None,
     checkpoint: Checkpoint,
     stop: StopSignal | None,
+    bus: Bus,
 ) -> RunResult:
     out = settings.output_dir
     started_at = utc_now()
@@ -244,7 +270,6 @@ async def _run(
         settings.transport,
     )
     counters = StageCounters()
-    bus = Bus()
     stats = ApiStats().attach(bus)
     ProgressTracker(on_progress).attach(bus)
     if settings.log_level == "DEBUG":  # else nobody listens, and the events cost nothing more
@@ -297,6 +322,7 @@ async def _run(
     elapsed = time.perf_counter() - started
     report = {
         "run": {
+            "run_id": current_run_id(),
             "started_at": started_at,
             "finished_at": utc_now(),
             "elapsed_s": round(elapsed, 3),
@@ -345,6 +371,8 @@ async def _run(
         stats.retries,
         elapsed,
     )
+    bus.emit(RunEnded("complete" if complete else "incomplete", elapsed, time.time(),
+                      quality["bands"], spool.unique, spool.duplicates))  # fmt: skip
     return RunResult(
         complete=complete,
         failed_pages=failed_pages,

@@ -27,10 +27,15 @@ from ._checks import (
     check_dotted,
     check_fields,
     check_formats,
+    check_host,
+    check_instance,
     check_limiter_url,
+    check_metrics_file,
     check_namespace,
     check_no_nul,
     check_param,
+    check_port,
+    check_pushgateway,
     check_rate_limit,
     check_resource,
     check_table,
@@ -45,6 +50,7 @@ from ._convert import (
     to_int,
     to_optional_url,
     to_path,
+    to_pushgateway,
     to_secret,
     to_str,
     to_str_map,
@@ -58,10 +64,12 @@ from ._limits import (
     MAX_SEED,
     MAX_WAIT_S,
 )
-from ._secret import DatabaseUrl, Secret
+from ._secret import DatabaseUrl, PushgatewayUrl, Secret
 from .errors import ConfigError
 
-__all__ = ["CUSTOMER_FIELDS", "DatabaseUrl", "Secret", "Settings", "validate"]
+__all__ = [
+    "CUSTOMER_FIELDS", "DatabaseUrl", "PushgatewayUrl", "Secret", "Settings", "validate"
+]
 
 DEFAULT_BASE_URL = "https://reqres.in"
 DEFAULT_API_KEY = "reqres-free-v1"
@@ -71,6 +79,7 @@ Transport = Literal["aiohttp", "httpx"]
 Paginator = Literal["page_number", "offset", "cursor", "link", "next_url"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 DbMode = Literal["upsert", "replace"]
+LogFormat = Literal["text", "json"]
 
 Problem = tuple[tuple[str, ...], str]  # where (setting, maybe a key in it) and what is wrong
 
@@ -194,6 +203,26 @@ class Settings:
         check=check_limiter_url,
     )
 
+    # Monitoring: Prometheus metrics (see observe/metrics.py) and the log's format.
+    metrics_port: int | None = _setting(
+        None, "serve Prometheus metrics on /metrics while the run lasts (0: any free port)",
+        check=check_port,
+    )  # fmt: skip
+    metrics_host: str = _setting("127.0.0.1", "address metrics_port listens on", check=check_host)
+    pushgateway: PushgatewayUrl | None = _setting(
+        None, "Pushgateway URL the final figures are pushed to when a run ends (may carry "
+        "user:password@, a secret)", check=check_pushgateway,
+    )  # fmt: skip
+    metrics_file: Path | None = _setting(
+        None, "write the final figures to this node_exporter textfile (*.prom) when a run ends",
+        check=check_metrics_file,
+    )  # fmt: skip
+    metrics_instance: str = _setting(
+        "", "instance label of the Pushgateway group (default: the host name)",
+        check=check_instance,
+    )  # fmt: skip
+    log_format: LogFormat = _setting("text", "log lines as text or json (one object per line)")
+
     model_fields: ClassVar[Mapping[str, dataclasses.Field[Any]]]
 
     def __post_init__(self) -> None:
@@ -213,7 +242,7 @@ class Settings:
     @property
     def secrets(self) -> list[str]:
         """Every string no log, message or file may show: the key and the URLs' passwords."""
-        urls = [*self.db, *(u for u in (self.cache, self.limiter_url) if u is not None)]
+        urls = [*self.db, *(u for u in (self.cache, self.limiter_url, self.pushgateway) if u)]
         return [self.api_key.get_secret_value(), *(p for url in urls for p in url.passwords)]
 
     @property
@@ -246,11 +275,11 @@ Settings.model_fields = {f.name: f for f in dataclasses.fields(Settings)}
 def _masked_repr(spec: dataclasses.Field[Any], value: Any) -> str:
     """``repr(value)``, but a secret setting's value masked whatever its type is yet."""
     kind = str(spec.type)
-    if isinstance(value, Secret) or ("Secret" not in kind and "DatabaseUrl" not in kind):
+    if isinstance(value, Secret) or ("Secret" not in kind and "Url" not in kind):
         return repr(value)
     if isinstance(value, tuple | list):
         return repr(tuple(DatabaseUrl(str(v)) if isinstance(v, str) else v for v in value))
-    if isinstance(value, str) and "DatabaseUrl" in kind:
+    if isinstance(value, str) and "Url" in kind:
         return repr(DatabaseUrl(value))
     return "Secret('**********')"
 
@@ -346,5 +375,8 @@ CONVERT: dict[str, Callable[[Any], Any]] = {
     "tuple[str, ...]": to_str_tuple,
     "tuple[DatabaseUrl, ...]": to_db_urls,
     "DbMode": one_of(get_args(DbMode)),
+    "int | None": lambda value: None if value is None else to_int(value),
+    "PushgatewayUrl | None": lambda value: None if value is None else to_pushgateway(value),
+    "LogFormat": one_of(get_args(LogFormat)),
     "DatabaseUrl | None": to_optional_url,
 }

@@ -10,9 +10,10 @@ import pytest
 from customer_pipeline import Settings
 from customer_pipeline.simulator import Simulator, SimulatorConfig, serve
 
-# json-server fixtures (json_server_017, json_server_10, json_server, json_server_db), and
-# PostgreSQL's (postgres_cluster, postgres), redis_server (tests/redis.py).
-pytest_plugins = ["tests.jsonserver", "tests.postgres", "tests.redis"]
+# json-server fixtures (json_server_017, json_server_10, json_server, json_server_db),
+# PostgreSQL's (postgres_cluster, postgres), redis_server (tests/redis.py), Prometheus's
+# (prometheus, pushgateway).
+pytest_plugins = ["tests.jsonserver", "tests.postgres", "tests.redis", "tests.prometheus"]
 
 SECRET_KEY = "sk-test-9f8e7d6c5b4a-DO-NOT-LEAK"
 BASE_URL = "http://api.test"

@@ -136,3 +136,63 @@ def test_log_file_on_a_full_disk_keeps_the_data_and_the_exit_code(tmp_path: Path
     assert (tmp_path / "processed_customers.json").exists()
     assert "Logging error" not in result.output and "Traceback" not in result.output
     assert result.output.count("warning: cannot write the log file /dev/full") == 1
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """Each line of ``text`` as the JSON object it must be."""
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_json_lines_carry_time_level_logger_run_id_and_fields_and_mask_the_key(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "run.log"
+    with run_logging(path, "INFO", [AWKWARD_KEY], "json"):
+        run_id = current_run_id()
+        log = logging.getLogger(f"{LOGGER_NAME}.client")
+        log.warning("key %s in a message", AWKWARD_KEY,
+                    extra={"page": 3, "status": 503, "attempt": 2, "wait_s": 0.25,
+                           "unit": f"page {AWKWARD_KEY}"})  # fmt: skip
+        try:
+            raise ValueError(AWKWARD_KEY)
+        except ValueError:
+            log.exception("failed")
+    text = path.read_text()
+    assert SECRET_KEY not in text
+    first, second = json_lines(text)
+    assert set(first) == {"time", "level", "logger", "message", "run_id", "page", "status",
+                          "attempt", "wait_s", "unit"}  # fmt: skip
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["time"])
+    assert (first["level"], first["logger"]) == ("WARNING", "customer_pipeline.client")
+    assert first["message"] == "key *** in a message" and first["unit"] == "page ***"
+    assert (first["page"], first["status"], first["attempt"], first["wait_s"]) == (3, 503, 2, 0.25)
+    assert first["run_id"] == run_id and len(run_id or "") == 8
+    assert second["message"] == "failed" and "ValueError: ***" in second["exception"]
+
+
+async def test_a_json_run_logs_objects_with_the_report_run_id(
+    simulator: Any, tmp_path: Path
+) -> None:
+    base, _ = await simulator(total=60, failure_rate=0.4, api_key=SECRET_KEY)
+    settings = fast_settings(base_url=base, output_dir=tmp_path, log_format="json")
+    result = await run_pipeline(settings)
+    lines = json_lines((tmp_path / "pipeline.log").read_text())
+    run_id = result.report["run"]["run_id"]
+    assert run_id and {line["run_id"] for line in lines} == {run_id}
+    retries = [line for line in lines if "retry" in line["message"]]
+    assert retries and all({"attempt", "wait_s", "unit"} <= set(line) for line in retries)
+    assert any(line.get("status") in (500, 503) for line in retries)
+    assert SECRET_KEY not in (tmp_path / "pipeline.log").read_text()
+
+
+def test_json_log_lines_on_stderr_too(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, [
+        "run", "--simulate", "--output-dir", str(tmp_path), "--no-progress",
+        "--log-format", "json", "--log-level", "INFO",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    objects = json_lines("\n".join(
+        line for line in result.stderr.splitlines() if line.startswith("{")
+    ))  # fmt: skip
+    assert any(o["message"].startswith("run started") for o in objects)
+    assert all(o["logger"].startswith("customer_pipeline") and o["run_id"] for o in objects)

@@ -318,8 +318,11 @@ class Fetcher:
         # The next attempt waits for the backoff and for any pause (a 429's, this worker's or
         # another's), whichever ends later: that is the wait worth stating.
         wait = max(wait, self._paused_until - now)
-        self.bus.emit(Retrying(request.what, attempt, wait, reason))
-        log.info("%s: retry %d in %.2fs after %s", request.what, attempt, wait, reason)
+        kind = failure_kind(exc)
+        self.bus.emit(Retrying(request.what, attempt, wait, reason, kind))
+        log.info("%s: retry %d in %.2fs after %s", request.what, attempt, wait, reason,
+                 extra={"unit": request.what, "attempt": attempt, "wait_s": round(wait, 3),
+                        "status": getattr(exc, "status", None)})  # fmt: skip
         return pause
 
     async def _wait_if_paused(self) -> None:
@@ -634,3 +637,16 @@ def describe(exc: BaseException | None) -> str:
         return str(exc)
     text = clip(str(exc))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def failure_kind(exc: BaseException | None) -> str:
+    """A short, fixed key for a retried failure, to count by: its status or its kind."""
+    if isinstance(exc, InvalidBodyError):
+        return "invalid_body"
+    if isinstance(exc, ApiError) and exc.status:
+        return str(exc.status)
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        return "timeout"
+    if isinstance(exc, TRANSPORT_ERRORS):
+        return "connection"
+    return "other"

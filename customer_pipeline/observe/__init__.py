@@ -1,4 +1,4 @@
-"""Observers, not counters: the core emits small events; stats, progress and (next) metrics
+"""Observers, not counters: the core emits small events; stats, progress and metrics
 subscribe to them. This package imports no other part of customer_pipeline.
 
     emitters                    events                     subscribers
@@ -7,10 +7,11 @@ subscribe to them. This package imports no other part of customer_pipeline.
                        NotRetried, RateLimited,           DebugLog (--log-level DEBUG only)
                        CacheHit, CacheMiss,
                        CacheRevalidated
-    sources        ──► UnitFetched, UnitsKnown,
-                       UnitFailed
+    sources        ──► UnitFetched, UnitsKnown,           metrics.PipelineMetrics (Prometheus;
+                       UnitFailed                           imported only when asked for)
     stages         ──► PageDone, RecordRejected,
                        StageTimed
+    pipeline       ──► RunEnded
 """
 
 from .bus import Bus
@@ -27,6 +28,7 @@ from .events import (
     RequestDone,
     RequestStarted,
     Retrying,
+    RunEnded,
     StageTimed,
     UnitFailed,
     UnitFetched,
@@ -53,6 +55,7 @@ __all__ = [
     "RequestDone",
     "RequestStarted",
     "Retrying",
+    "RunEnded",
     "StageTimed",
     "UnitFailed",
     "UnitFetched",

@@ -46,6 +46,9 @@ class Retrying:
     attempt: int
     wait: float
     reason: str
+    # A short, fixed key for counting by (a status such as "503", "invalid_body", "timeout",
+    # "connection"): ``reason`` is free text.
+    kind: str = "other"
 
 
 @dataclass(slots=True)
@@ -135,3 +138,19 @@ class StageTimed:
 
     stage: str
     seconds: float
+
+
+@dataclass(slots=True)
+class RunEnded:
+    """A run ended: ``outcome`` is complete, incomplete, failed or interrupted.
+
+    ``finished_at`` is Unix time. ``bands`` (customers per quality band), ``unique`` and
+    ``duplicates`` are known only once the dedup has told them: None and 0 before that.
+    """
+
+    outcome: str
+    seconds: float
+    finished_at: float
+    bands: dict[str, int] | None = None
+    unique: int = 0
+    duplicates: int = 0

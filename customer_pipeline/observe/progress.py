@@ -24,6 +24,11 @@ class Progress:
     retries: int
     rate_limited: int
     failed_pages: int
+    # Rates count the pages fetched now, not those replayed from a checkpoint (instant).
+    elapsed_s: float = 0.0
+    pages_per_s: float = 0.0
+    records_per_s: float = 0.0
+    eta_s: float | None = None  # None until the total and a rate are known
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -47,8 +52,10 @@ class ProgressTracker:
         self.retries = 0
         self.rate_limited = 0
         self.failed = 0
+        self.fetched = 0
+        self.fetched_records = 0
         self._clock = clock
-        self._last_log = clock()
+        self._started = self._last_log = clock()
 
     def attach(self, bus: Bus) -> ProgressTracker:
         """Follow the events of ``bus`` from now on; returns self."""
@@ -59,25 +66,38 @@ class ProgressTracker:
         bus.subscribe(UnitFailed, self._failed)
         return self
 
-    def snapshot(self) -> Progress:
+    def snapshot(self, now: float | None = None) -> Progress:
         """The figures now."""
+        elapsed = max((self._clock() if now is None else now) - self._started, 0.0)
+        pages_per_s = self.fetched / elapsed if elapsed > 0 else 0.0
+        records_per_s = self.fetched_records / elapsed if elapsed > 0 else 0.0
+        eta = None
+        if self.total is not None and pages_per_s > 0:
+            eta = max(self.total - self.pages - self.failed, 0) / pages_per_s
         return Progress(self.pages, self.total, self.records, self.retries, self.rate_limited,
-                        self.failed)  # fmt: skip
+                        self.failed, elapsed, pages_per_s, records_per_s, eta)  # fmt: skip
 
     def _page_done(self, event: PageDone) -> None:
         self.pages += 1
         self.records += event.records
-        snapshot = self.snapshot()
+        if not event.replayed:
+            self.fetched += 1
+            self.fetched_records += event.records
+        now = self._clock()
+        snapshot = self.snapshot(now)
         if self.callback is not None:
             self.callback(snapshot)
-        now = self._clock()
         if now - self._last_log >= self.log_every_s:
             self._last_log = now
             log.info(
-                "progress: %d/%s pages, %d records, %d retries, %d failed pages",
+                "progress: %d/%s pages, %d records, %.1f pages/s, %.0f records/s, ETA %s, "
+                "%d retries, %d failed pages",
                 snapshot.pages_done,
                 snapshot.pages_total if snapshot.pages_total is not None else "?",
                 snapshot.records,
+                snapshot.pages_per_s,
+                snapshot.records_per_s,
+                format_eta(snapshot.eta_s),
                 snapshot.retries,
                 snapshot.failed_pages,
             )
@@ -94,3 +114,12 @@ class ProgressTracker:
 
     def _failed(self, event: UnitFailed) -> None:
         self.failed += 1
+
+
+def format_eta(seconds: float | None) -> str:
+    """``H:MM:SS`` (``M:SS`` under an hour), or ``?`` while unknown."""
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

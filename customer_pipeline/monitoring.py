@@ -1,0 +1,114 @@
+"""A run's Prometheus metrics: made when asked for, served while it lasts, published when it ends.
+
+The glue between the settings and ``observe.metrics_export``: it turns a port that cannot be
+bound into a ConfigError (exit 2, before any request) and a Pushgateway or a metrics file
+that fails at the end into a warning, since the run's own outputs are what matter.
+prometheus_client is imported only here, and only for a run that wants metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ._version import __version__
+from .errors import ConfigError
+from .observe import Bus
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from .observe.metrics import PipelineMetrics
+
+log = logging.getLogger("customer_pipeline.metrics")
+# A push happens once, as the run ends: a gateway slower than this is reported, not awaited.
+PUSH_TIMEOUT_S = 10.0
+
+
+def wanted(settings: Settings, registry: CollectorRegistry | None) -> bool:
+    """Whether the run keeps metrics: a registry was given, or an exposition asked for."""
+    return registry is not None or any(
+        value is not None
+        for value in (settings.metrics_port, settings.pushgateway, settings.metrics_file)
+    )
+
+
+@contextlib.contextmanager
+def monitored(
+    settings: Settings, bus: Bus, registry: CollectorRegistry | None = None
+) -> Iterator[PipelineMetrics | None]:
+    """Count the run's events as metrics and expose them as the settings ask; yields them.
+
+    Raises ConfigError before the run starts when the metrics port cannot be bound or the
+    metrics file's folder is missing. Publishes (push, textfile) however the block ends.
+    """
+    if not wanted(settings, registry):
+        yield None
+        return
+    from prometheus_client import CollectorRegistry
+
+    from .observe import metrics_export as export
+    from .observe.metrics import metrics_for
+
+    if settings.metrics_file is not None:
+        _check_folder(settings.metrics_file)
+    metrics = metrics_for(registry or CollectorRegistry(), version=__version__).attach(bus)
+    with contextlib.ExitStack() as stack:
+        if settings.metrics_port is not None:
+            host, port = settings.metrics_host, settings.metrics_port
+            try:
+                host, port = stack.enter_context(export.serving(metrics.registry, host, port))
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot serve metrics on {host}:{port}: {exc.strerror or exc} "
+                    "(--metrics-port / CUSTOMER_PIPELINE_METRICS_PORT: pick a free port, or 0 "
+                    "for any; --metrics-host for the address)"
+                ) from None
+            log.info("metrics served on http://%s:%d/metrics while the run lasts", host, port)
+        try:
+            yield metrics
+        finally:
+            _publish(settings, metrics)
+
+
+def _check_folder(path: Path) -> None:
+    folder = path.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"cannot write the metrics file {path}: its folder {folder} is missing or not "
+            "writable (--metrics-file / CUSTOMER_PIPELINE_METRICS_FILE: create the folder or "
+            "point it at node_exporter's textfile directory)"
+        )
+
+
+def _publish(settings: Settings, metrics: PipelineMetrics) -> None:
+    """Write the textfile and push to the Pushgateway, as asked; a failure is a warning."""
+    from .observe import metrics_export as export
+
+    if settings.metrics_file is not None:
+        try:
+            export.write_textfile(metrics, settings.metrics_file)
+        except OSError as exc:
+            log.warning("cannot write the metrics file %s: %s (--metrics-file)",
+                        settings.metrics_file, exc.strerror or exc)  # fmt: skip
+    if settings.pushgateway is not None:
+        instance = settings.metrics_instance or socket.gethostname()
+        timeout = min(settings.timeout, PUSH_TIMEOUT_S)
+        try:
+            export.push(metrics, settings.pushgateway.get_secret_value(), instance=instance,
+                        timeout=timeout)  # fmt: skip
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            log.warning(
+                "cannot push the metrics to the Pushgateway at %s: %s; the run's outputs are "
+                "not affected (--pushgateway)", settings.pushgateway.masked, exc,
+            )  # fmt: skip
+        else:
+            log.info("metrics pushed to %s (job customer_pipeline, instance %s)",
+                     settings.pushgateway.masked, instance)  # fmt: skip
