@@ -253,16 +253,21 @@ def print_summary(result: RunResult, echo: Callable[[str], None] = click.echo) -
     bands = r["quality"]["bands"]
     api = r["api"]
     status = "Done" if result.complete else "INCOMPLETE"
+    rejects = [result.rejected_path] if result.rejected_path else []
+    files = [*(result.files or [result.customers_path]), result.report_path, *rejects,
+             result.log_path]  # fmt: skip
     lines = [
         f"{status}: {result.customers} customers (quality high {bands['high_quality']}, "
         f"medium {bands['medium_quality']}, low {bands['low_quality']}), "
         f"{result.duplicates_removed} duplicates removed, {result.rejected} rejected",
         f"API: {api['requests']} requests, {api['retries']} retries, "
-        f"{api['rate_limited_429']} rate-limited; {r['timings']['total_s']:.2f}s",
-        f"Files: {result.customers_path}, {result.report_path}"
-        + (f", {result.rejected_path}" if result.rejected_path else "")
-        + f", {result.log_path}",
+        f"{api['rate_limited_429']} rate-limited"
+        + (f", {api['cache_hits']} from the cache" if api.get("cache_hits") else "")
+        + f"; {r['timings']['total_s']:.2f}s",
+        "Files: " + ", ".join(map(str, files)),
     ]
+    if result.databases:
+        lines.append(f"Loaded into: {', '.join(result.databases)}")
     if not result.complete:
         retried = set(result.failed_pages) - set(result.not_retried_pages)
         if retried:

@@ -70,6 +70,10 @@ class RunResult:
     # Of failed_pages, those that answered what no retry fixes (a redirect, a 404, a body over
     # max_response_bytes): a plain --resume asks them again, but the same answer comes back.
     not_retried_pages: list[int] = field(default_factory=list)
+    # Every customers file the run wrote (customers_path is the first: the JSON document
+    # unless --format left it out), and the databases it loaded, passwords masked.
+    files: list[Path] = field(default_factory=list)
+    databases: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -357,6 +361,7 @@ async def _run(
     }
     report_path = out / REPORT_FILE
     rejected_path = await _commit(chosen, outputs, RunMetadata(export, report))
+    files = [out / name for sink in chosen if not sink.transactional for name in sink.files]
     log.info(
         "run %s: %d customers (high %d, medium %d, low %d), %d duplicates removed, "
         "%d rejected, %d requests, %d retries, %.2fs",
@@ -380,12 +385,14 @@ async def _run(
         customers=spool.unique,
         duplicates_removed=spool.duplicates,
         rejected=counters.rejected,
-        customers_path=out / CUSTOMERS_FILE,
+        customers_path=files[0] if files else out / CUSTOMERS_FILE,
         report_path=report_path,
         rejected_path=rejected_path,
         log_path=settings.log_path,
         report=report,
         not_retried_pages=source.not_retried,
+        files=files,
+        databases=[sink.label for sink in chosen if sink.transactional],
     )
 
 

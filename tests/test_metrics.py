@@ -33,7 +33,7 @@ LABEL_VALUES = {
     "reason": {"408", "429", "500", "502", "503", "504", "invalid_body", "timeout",
                "connection", "other"},
     "outcome": {"fetched", "failed", "replayed", "accepted", "duplicate", "rejected",
-                "complete", "incomplete", "interrupted"},
+                "complete", "incomplete", "interrupted", "hit", "miss", "revalidated"},
     "band": {"high", "medium", "low"},
 }  # fmt: skip
 
@@ -118,6 +118,20 @@ async def test_metrics_agree_with_the_report(simulator: Any, tmp_path: Path) -> 
                     assert text.isdigit() or text == "error", sample
                 elif label in LABEL_VALUES:
                     assert text in LABEL_VALUES[label], sample
+
+
+async def test_cache_hits_and_misses_agree_with_the_report(simulator: Any, tmp_path: Path) -> None:
+    base, _ = await simulator(total=60, per_page=6)
+    settings = fast_settings(base_url=base, output_dir=tmp_path, api_key="",
+                             cache=f"sqlite:///{tmp_path / 'cache.db'}")  # fmt: skip
+    for _run in ("first", "cached"):
+        registry = CollectorRegistry()
+        report = (await run_pipeline(settings, registry=registry)).report
+        api = report["api"]
+        assert value(registry, "cache_requests_total", outcome="hit") == api["cache_hits"]
+        assert value(registry, "cache_requests_total", outcome="miss") == api["cache_misses"]
+        assert total(registry, "http_requests_total") == api["requests"]
+    assert api["cache_hits"] == 10 and api["requests"] == 0  # the rerun asked the API nothing
 
 
 async def test_incomplete_then_resumed_runs_count_failed_and_replayed_pages(

@@ -29,6 +29,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from .bus import Bus
 from .events import (
+    CacheHit,
+    CacheMiss,
+    CacheRevalidated,
     LimiterWaited,
     PageDone,
     RateLimited,
@@ -91,6 +94,11 @@ class PipelineMetrics:
             "records_total", "Raw records by outcome: accepted (a unique customer), "
             "duplicate (removed), rejected", ["outcome"], namespace=NAMESPACE, registry=registry,
         )  # fmt: skip
+        self.cache = Counter(
+            "cache_requests_total", "Listing requests looked up in the response cache (--cache), "
+            "by outcome: hit (no request), miss (the API was asked), revalidated (a 304)",
+            ["outcome"], namespace=NAMESPACE, registry=registry,
+        )  # fmt: skip
         self.customers = Gauge(
             "customers", "Customers of the last run, by data-quality band",
             ["band"], namespace=NAMESPACE, registry=registry,
@@ -129,6 +137,9 @@ class PipelineMetrics:
         self._failed = self.pages.labels("failed")
         self._replayed = self.pages.labels("replayed")
         self._rejected = self.records.labels("rejected")
+        self._hit, self._miss, self._revalidated = (
+            self.cache.labels(outcome) for outcome in ("hit", "miss", "revalidated")
+        )
         for outcome in ("accepted", "duplicate"):
             self.records.labels(outcome)
         for band in BANDS.values():
@@ -149,6 +160,9 @@ class PipelineMetrics:
         bus.subscribe(PageDone, self._page_done)
         bus.subscribe(RecordRejected, self._rejected_record)
         bus.subscribe(RunEnded, self._run_ended)
+        bus.subscribe(CacheHit, lambda event: self._hit.inc())
+        bus.subscribe(CacheMiss, lambda event: self._miss.inc())
+        bus.subscribe(CacheRevalidated, lambda event: self._revalidated.inc())
         return self
 
     def _started(self, event: RequestStarted) -> None:
