@@ -143,7 +143,23 @@ def check_table(value: str) -> str:
         )
     if value.lower() == "pipeline_runs":
         raise ValueError("must not be pipeline_runs: that table records the runs")
+    if value.upper() in RESERVED_WORDS:
+        raise ValueError("is an SQL reserved word; choose another name (e.g. add a prefix)")
     return value
+
+
+# Words that PostgreSQL, DuckDB or SQLite reserve: unquoted, they break the statements.
+RESERVED_WORDS = frozenset(
+    """
+    ALL ANALYSE ANALYZE AND ANY ARRAY AS ASC ASYMMETRIC BOTH CASE CAST CHECK COLLATE COLUMN
+    CONSTRAINT CREATE CURRENT_CATALOG CURRENT_DATE CURRENT_ROLE CURRENT_TIME CURRENT_TIMESTAMP
+    CURRENT_USER DEFAULT DEFERRABLE DELETE DESC DISTINCT DO DROP ELSE END EXCEPT EXISTS FALSE
+    FETCH FOR FOREIGN FROM GRANT GROUP HAVING IN INDEX INITIALLY INSERT INTERSECT INTO IS JOIN
+    LATERAL LEADING LIMIT LOCALTIME LOCALTIMESTAMP NOT NULL OFFSET ON ONLY OR ORDER PLACING
+    PRIMARY REFERENCES RETURNING SELECT SESSION_USER SET SOME SYMMETRIC TABLE THEN TO TRAILING
+    TRUE UNION UNIQUE UPDATE USER USING VALUES VARIADIC WHEN WHERE WINDOW WITH
+""".split()  # noqa: SIM905 - a list of 90 quoted words reads worse
+)
 
 
 CACHE_EXAMPLES = "sqlite:///path/cache.db or redis://[:password@]host:6379/0"

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from urllib.parse import unquote
+import re
+from urllib.parse import unquote, unquote_plus
+
+# A password given as a query parameter (libpq and asyncpg read ?password=...).
+_QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
 
 
 class Secret:
@@ -46,11 +50,12 @@ class DatabaseUrl(Secret):
 
     @property
     def masked(self) -> str:
-        """The URL with its password (if any) replaced by ``***``."""
-        if (parts := self._userinfo()) is None:
-            return self._value
-        user, _, rest = parts
-        return f"{self._value.partition('://')[0]}://{user}:***@{rest}"
+        """The URL with its password (in the userinfo or a ``password=`` query) as ``***``."""
+        value = self._value
+        if (parts := self._userinfo()) is not None:
+            user, _, rest = parts
+            value = f"{value.partition('://')[0]}://{user}:***@{rest}"
+        return _QUERY_PASSWORD.sub(r"\1***", value)
 
     @property
     def scheme(self) -> str:
@@ -60,9 +65,10 @@ class DatabaseUrl(Secret):
     @property
     def passwords(self) -> list[str]:
         """The password as written in the URL and percent-decoded (none when there is none)."""
-        if (parts := self._userinfo()) is None or not parts[1]:
-            return []
-        return list(dict.fromkeys([parts[1], unquote(parts[1])]))
+        found = [match.group(2) for match in _QUERY_PASSWORD.finditer(self._value)]
+        if (parts := self._userinfo()) is not None:
+            found.append(parts[1])
+        return list(dict.fromkeys(f for p in found if p for f in (p, unquote(p), unquote_plus(p))))
 
     def __repr__(self) -> str:
         return f"DatabaseUrl({self.masked!r})"

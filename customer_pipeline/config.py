@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from ._limits import ENV_PREFIX
 from .errors import ConfigError
-from .settings import CUSTOMER_FIELDS, Problem, Settings, validate
+from .settings import CUSTOMER_FIELDS, DatabaseUrl, Problem, Settings, validate
 
 DOTENV = Path(".env")
 # Flags whose name is not the setting's.
@@ -168,7 +168,9 @@ def _read_config(path: Path, keys: list[str], warn: Callable[[str], None] | None
         raise ConfigError(f"cannot read {path}: not valid TOML: {exc}") from None
     if isinstance(key := values.get("api_key"), str):
         keys.append(key)
-        _warn_if_readable(path, warn)
+    secrets = [name for name in SECRET_SETTINGS if _holds_secret(name, values.get(name))]
+    if secrets:
+        _warn_if_readable(path, secrets, warn)
     problems = []
     for name in values:
         if name not in Settings.model_fields:
@@ -221,17 +223,31 @@ def _misplaced_in_field(text: str, path: Path, table: Mapping[str, Any]) -> list
     return problems
 
 
-def _warn_if_readable(path: Path, warn: Callable[[str], None] | None) -> None:
-    """Warn, as ssh does for a key file, when others may read the file that holds the key."""
+# Settings that may hold a secret: the key itself, or a URL with a password.
+SECRET_SETTINGS = ("api_key", "db", "cache", "limiter_url", "pushgateway")
+
+
+def _holds_secret(name: str, value: Any) -> bool:
+    """Whether a config file's value for ``name`` holds a secret (a key, a URL's password)."""
+    if name == "api_key":
+        return isinstance(value, str)
+    urls = value if isinstance(value, list) else [value]
+    return any(isinstance(url, str) and DatabaseUrl(url).passwords for url in urls)
+
+
+def _warn_if_readable(path: Path, names: list[str], warn: Callable[[str], None] | None) -> None:
+    """Warn, as ssh does for a key file, when others may read a file that holds a secret."""
     try:
         mode = path.stat().st_mode
     except OSError:
         return
     if os.name != "posix" or not mode & (stat.S_IRGRP | stat.S_IROTH):
         return
+    what = " and ".join(n if n == "api_key" else f"a password in {n}" for n in names)
+    variables = " and ".join(f"{ENV_PREFIX}{n.upper()}" for n in names)
     message = (
-        f"{path} holds api_key and others can read it (mode {stat.S_IMODE(mode):04o}): "
-        f"chmod 600 {path}, or set {ENV_PREFIX}API_KEY instead"
+        f"{path} holds {what} and others can read it (mode {stat.S_IMODE(mode):04o}): "
+        f"chmod 600 {path}, or set {variables} instead"
     )
     if warn is None:
         import logging

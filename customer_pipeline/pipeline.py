@@ -303,6 +303,9 @@ async def _run(
         complete = not reasons
         for reason in reasons:
             log.warning("incomplete: %s", reason)
+        for sink in chosen if not complete else ():
+            if (told := getattr(sink, "run_incomplete", None)) is not None:
+                told()  # a database sink in replace mode keeps what the run did not see
         for batch in batches(spool.winners()):
             for sink in chosen:
                 await sink.write(batch)

@@ -266,6 +266,17 @@ class DatabaseSink:
         """The URL with its password, if any, masked."""
         return self._label
 
+    def run_incomplete(self) -> None:
+        """Told before the first write that pages may be missing: replace becomes upsert.
+
+        Replacing the table with part of the customers would drop the others; an
+        incomplete run adds and updates what it has, and --resume later brings the rest.
+        """
+        if self._mode == "replace":
+            log.warning("%s: the run is incomplete, so --db-mode replace upserts instead (the "
+                        "customers this run did not see are kept)", self._label)  # fmt: skip
+            self._mode = "upsert"
+
     def _run_row(self, metadata: RunMetadata) -> tuple[Any, ...]:
         """This run's pipeline_runs values."""
         return run_row(metadata, run_id(), self._table, self._mode)

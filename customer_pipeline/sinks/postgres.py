@@ -20,6 +20,8 @@ import operator
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+import anyio
+
 from ..errors import ConfigError
 from . import _tables
 from .base import CustomerBatch, RunMetadata, Sink, SinkContext
@@ -91,7 +93,9 @@ class PostgresSink(_tables.DatabaseSink):
             db = self._db()
             if self._mode == "replace":
                 await self._call("replace the table", db.execute, f"DELETE FROM {self._table}")
-            await self._call("merge the customers", db.execute, self._merge)
+            # The one statement whose time grows with the run: --timeout per 100,000.
+            seconds = self._timeout * max(1, -(-self._loaded // 100_000))
+            await self._call("merge the customers", db.execute, self._merge, seconds=seconds)
             await self._call("record the run", db.execute, _tables.insert_run(placeholders), *row)
             await self._call("commit the load", self._transaction.commit)
             self._transaction = None
@@ -137,9 +141,14 @@ class PostgresSink(_tables.DatabaseSink):
         if self._transaction is not None:
             return
         db = self._db()
-        transaction = db.transaction()
-        await self._call("begin the load", transaction.start)
-        self._transaction = transaction
+
+        async def start() -> Any:
+            # transaction() itself raises when the server dropped the idle connection.
+            transaction = db.transaction()
+            await transaction.start()
+            return transaction
+
+        self._transaction = await self._call("begin the load", start)
         for statement in (
             _tables.POSTGRES.create_customers(self._table),
             _tables.POSTGRES.create_runs(),
@@ -154,13 +163,24 @@ class PostgresSink(_tables.DatabaseSink):
         return self._connection
 
     async def _call(
-        self, doing: str, function: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
+        self,
+        doing: str,
+        function: Callable[..., Awaitable[T]],
+        *args: Any,
+        seconds: float | None = None,
+        **kwargs: Any,
     ) -> T:
-        """``await function(*args, **kwargs)``; a database error becomes an OutputError."""
+        """``await function(*args, **kwargs)`` within ``seconds`` (default --timeout); a
+        database error or a server that stops answering becomes an OutputError."""
         import asyncpg
 
+        limit = self._timeout if seconds is None else seconds
         try:
-            return await function(*args, **kwargs)
+            with anyio.fail_after(limit):
+                return await function(*args, **kwargs)
+        except TimeoutError:
+            exc = TimeoutError(f"no answer within {limit:g} s (--timeout)")
+            raise _tables.failure(self._label, doing, exc, self._url) from None
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise _tables.failure(self._label, doing, exc, self._url) from None
 
