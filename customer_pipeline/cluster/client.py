@@ -144,7 +144,6 @@ async def run_on_cluster(
     walk = ClusterWalk(plan.known_total if not plan.ordered else None)
     summaries = await _gather(client, futures, specs, bus, stop, settings)
     fetch_s = time.perf_counter() - started
-    walked_seen = 0
     short: list[int] = []
     last = 0
     for summary, future in zip(summaries, futures, strict=True):
@@ -159,7 +158,6 @@ async def run_on_cluster(
                 counters.seconds[stage] += seconds
         for page, position, reason, record in summary.rejected:
             rejected.write(page, position, reason, record)
-        walked_seen += summary.walked.seen
         short += summary.walked.short
         last = max(last, summary.walked.last)
         spool.merge_in(ShardStream(client, future, summary.chunks), summary.offered)
@@ -167,8 +165,9 @@ async def run_on_cluster(
     counters.seconds["fetch"] = fetch_s
     bus.emit(StageTimed("fetch", fetch_s))
     if not specs[0].whole:
-        walk.reasons += _whole_walk_reasons(source, first.total_records, walked_seen, short,
-                                            last, walk)  # fmt: skip
+        # Every record of the walk's pages, replayed from a shard's checkpoint or fetched.
+        walk.reasons += _whole_walk_reasons(source, first.total_records, counters.raw_records,
+                                            short, last, walk)  # fmt: skip
     return walk
 
 

@@ -293,7 +293,7 @@ class Source:
         if shard is not None:  # only the planner sees the whole walk: it checks it
             if first.number not in shard:
                 short = [n for n in short if n != first.number]
-            self.walked = Walked(seen, short, last if last in shard else 0)
+            self.walked = Walked(short, last if last in shard else 0)
             return
         self._check_records(first, plan, seen, skip)
         if reason := self.short_page_reason(short, last):
@@ -389,11 +389,10 @@ class Source:
 class Walked:
     """What one shard's walk saw, for the planner's checks of the whole walk.
 
-    ``seen``: records in the pages it yielded; ``short``: pages holding fewer records than a
-    page holds; ``last``: its last page with records (0: none).
+    ``short``: pages holding fewer records than a page holds; ``last``: its last page with
+    records (0: none).
     """
 
-    seen: int = 0
     short: list[int] = field(default_factory=list)
     last: int = 0
 
