@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from customer_pipeline import Settings, run_pipeline
 from customer_pipeline.cli import main
 from customer_pipeline.cluster import plan_shards
-from customer_pipeline.errors import ConfigError
+from customer_pipeline.errors import CheckpointError, ConfigError, Interrupted
 
 from .conftest import fast_settings
 from .dask_cluster import DaskCluster
@@ -209,3 +209,31 @@ async def test_pages_a_shard_cannot_fetch_are_failed_pages_and_the_run_is_incomp
 def test_settings_repr_of_a_cluster_run_hides_the_key() -> None:
     settings = Settings(api_key="sk-cluster-secret", dask="local:2", rate_limit=0)
     assert "sk-cluster-secret" not in repr(settings)
+
+
+async def test_an_interrupted_cluster_run_resumes_from_the_shards_checkpoints(
+    simulator: Any, tmp_path: Path
+) -> None:
+    base, sim = await simulator(total=600, per_page=10, latency_ms=20, **DIRTY)
+    single = await one_process(base, tmp_path / "one", per_page=10)
+    served = sim.stats.requests
+    settings = fast_settings(base_url=base, output_dir=tmp_path / "dask", concurrency=1,
+                             per_page=10, dask="local:2", shards=4)  # fmt: skip
+    stop = anyio.Event()
+
+    async def stop_midway() -> None:
+        while sim.stats.requests - served < 20:  # noqa: ASYNC110 (the simulator has no event)
+            await anyio.sleep(0.01)
+        stop.set()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(stop_midway)
+        with pytest.raises(Interrupted, match="--resume"):
+            await run_pipeline(settings, stop=stop)
+    assert any((tmp_path / "dask" / ".shards").iterdir())
+    with pytest.raises(CheckpointError, match="--resume"):  # as for one process
+        await run_pipeline(settings)
+    result = await run_pipeline(settings, mode="resume")
+    assert_same_run(result, single)
+    assert result.report["run"]["resumed_pages"] > 0
+    assert not (tmp_path / "dask" / ".shards").exists()

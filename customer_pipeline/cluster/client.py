@@ -120,6 +120,10 @@ async def run_on_cluster(
         first = await source.fetch(Unit(source.paginator.first))
         sharded = source.paginator.random_access(first)
         plan = UnitPlan(first, {}, settings.max_pages, None, window=1)
+    # The folder's checkpoint then holds a unit: an interrupted or killed run keeps it (and
+    # the shards' checkpoints, which go with it), so --resume resumes the shards.
+    checkpoint.record(first)
+    checkpoint.commit()
     token = uuid.uuid4().hex
     # Workers on other machines resolve a relative folder against their own directory.
     settings = settings.model_copy(update={"output_dir": settings.output_dir.resolve()})
