@@ -8,6 +8,7 @@ The cluster tests start real processes: ``--dask local:N`` a LocalCluster, the
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -237,3 +238,17 @@ async def test_an_interrupted_cluster_run_resumes_from_the_shards_checkpoints(
     assert_same_run(result, single)
     assert result.report["run"]["resumed_pages"] > 0
     assert not (tmp_path / "dask" / ".shards").exists()
+
+
+async def test_resuming_an_incomplete_cluster_run_fetches_the_failed_pages_again(
+    simulator: Any, tmp_path: Path
+) -> None:
+    base, sim = await simulator(total=300, per_page=10, failure_rate=0.3)
+    settings = fast_settings(base_url=base, output_dir=tmp_path, dask="local:1", shards=3,
+                             max_retries=0, per_page=10)  # fmt: skip
+    first = await run_pipeline(settings)
+    assert first.exit_code == 3
+    sim.config = dataclasses.replace(sim.config, failure_rate=0.0)  # the API recovered
+    resumed = await run_pipeline(settings, mode="resume")
+    assert resumed.exit_code == 0 and resumed.failed_pages == []
+    assert [c["customer_id"] for c in customers(resumed)] == list(range(1, 301))

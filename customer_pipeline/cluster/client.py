@@ -14,6 +14,7 @@ import contextlib
 import importlib
 import io
 import logging
+import resource
 import time
 import uuid
 from collections.abc import Iterator
@@ -111,8 +112,8 @@ async def run_on_cluster(
     The Dask client (and a local cluster) live until ``stack`` closes: the spool pulls the
     shards' entries from the workers while the run writes its sinks.
     """
-    started = time.perf_counter()
     client = await _connect(settings.dask or "", stack)
+    started = time.perf_counter()  # the fetch stage's wall time, without the cluster's start
     workers = len(client.scheduler_info().get("workers", {}))
     log.info("dask: %d workers at %s; dashboard: %s", workers, client.scheduler.address,
              client.dashboard_link)  # fmt: skip
@@ -213,6 +214,9 @@ async def _gather(
         for index in done:
             future = pending.pop(index)
             summary = await anyio.to_thread.run_sync(_summary, client, future, specs[index])
+            log.info("shard %s done: %d records, %d chunks, worker peak RSS %.0f MB",
+                     specs[index].name, summary.raw_records, summary.chunks,
+                     summary.peak_rss_mb)  # fmt: skip
             for event in summary.events:
                 bus.emit(event)
             summary.events = []
@@ -272,6 +276,9 @@ async def _connect(address: str, stack: contextlib.AsyncExitStack) -> Client:
         client.close()
         if cluster is not None:
             cluster.close()
+        # The merge has run by now: what the client held at most (its own, not the workers').
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        log.info("dask client closed; client peak RSS %.0f MB", peak)
 
     stack.push_async_callback(anyio.to_thread.run_sync, close)
     return client

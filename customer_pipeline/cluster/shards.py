@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 SHARDS_PER_WORKER: Final = 2  # a slow shard then holds up half a worker, not a whole one
@@ -21,8 +21,9 @@ class ShardSpec:
     lo: int
     hi: int | None
     first_number: int
-    first_headers: dict[str, str] | None
-    first_body: bytes
+    # Out of the repr: Dask logs a failed task's arguments, and a body may be large.
+    first_headers: dict[str, str] | None = field(repr=False)
+    first_body: bytes = field(repr=False)
     token: str
     resume: bool
     whole: bool = False

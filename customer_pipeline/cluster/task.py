@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import resource
 import tempfile
 from pathlib import Path
 from typing import Any, Final
@@ -67,6 +68,7 @@ class ShardSummary:
     events: list[object]
     chunks: int
     checkpoint: str
+    peak_rss_mb: float  # the worker process's, when the shard finished
 
 
 @dataclasses.dataclass
@@ -127,7 +129,9 @@ async def _run_shard(settings: Settings, spec: ShardSpec) -> ShardOutput:
                 source.shard = Shard(first, spec.lo, spec.hi)
             await run_stages(settings, source, checkpoint, counters, rejects, spool, bus, None)
         chunks = _chunks(spool)
-        checkpoint.mark_complete(source.total_units)  # a recomputed shard only replays it
+        if not source.failed and not source.other_reasons():
+            # A recomputed shard only replays it; one with failed pages fetches them again.
+            checkpoint.mark_complete(source.total_units)
     finally:
         spool.close()
         checkpoint.close()
@@ -145,6 +149,7 @@ async def _run_shard(settings: Settings, spec: ShardSpec) -> ShardOutput:
         events=recorded,
         chunks=len(chunks),
         checkpoint=str(checkpoint.path),
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     )
     return ShardOutput(summary, chunks)
 
