@@ -256,3 +256,42 @@ def check_instance(value: str) -> str:
     if len(value) > 128 or not value.isprintable():
         raise ValueError("must be printable text of at most 128 characters")
     return value
+
+
+DASK_SCHEMES = ("tcp", "tls")
+MAX_LOCAL_WORKERS = 256
+
+
+def check_dask(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if value.startswith("local:"):
+        count = value.removeprefix("local:")
+        if not count.isdecimal() or not 1 <= int(count) <= MAX_LOCAL_WORKERS:
+            raise ValueError(
+                f"local:N needs a worker count N from 1 to {MAX_LOCAL_WORKERS}, e.g. local:4"
+            )
+        return f"local:{int(count)}"
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ValueError("has a malformed host or port (a number from 1 to 65535)") from None
+    if parts.scheme not in DASK_SCHEMES or not parts.hostname or port is None:
+        raise ValueError(
+            "must be local:N (a local cluster of N worker processes) or a Dask scheduler's "
+            "address such as tcp://scheduler:8786"
+        )
+    if parts.username or parts.password or parts.path.strip("/") or parts.query:
+        raise ValueError("must be a scheduler address alone: tcp://host:port")
+    return value
+
+
+MAX_SHARDS = 100_000
+
+
+def check_shards(value: int | None) -> int | None:
+    if value is not None and not 1 <= value <= MAX_SHARDS:
+        raise ValueError(f"must be a number of tasks from 1 to {MAX_SHARDS}")
+    return value

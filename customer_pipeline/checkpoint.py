@@ -41,6 +41,9 @@ RunMode = Literal["new", "resume", "restart"]
 discard it. A checkpoint kept after a complete run never blocks a new run."""
 RUN_MODES: Final = get_args(RunMode)
 CHECKPOINT_FILE: Final = ".checkpoint.sqlite3"
+# A cluster run's shards keep their own checkpoints here, one folder each (cluster/task.py);
+# they belong to the folder's checkpoint and go when it goes.
+SHARDS_DIR: Final = ".shards"
 SCHEMA_VERSION: Final = 2
 COMMIT_EVERY_S: Final = 0.05
 # The settings that change which customers come out, or their values.
@@ -391,9 +394,10 @@ class Checkpoint:
             self._db.close()
 
     def discard(self) -> None:
-        """Close and delete: the run it belonged to is finished."""
+        """Close and delete (with its shards'): the run it belonged to is finished."""
         self.close()
         remove_files(self.path)
+        shutil.rmtree(self.path.parent / SHARDS_DIR, ignore_errors=True)
 
 
 def write_failed(path: Path, exc: sqlite3.Error) -> OutputError:
@@ -440,6 +444,7 @@ def discard_path(path: Path) -> None:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         remove_files(path)
+        shutil.rmtree(path.parent / SHARDS_DIR, ignore_errors=True)
     except OSError as exc:
         raise CheckpointError(
             f"cannot discard the checkpoint {path}: {exc.strerror or exc}; remove it yourself"

@@ -287,6 +287,19 @@ def _repeated(
     help="Log lines as text, or json: one object per line (log file and stderr).  [default: text]",
 )
 @click.option(
+    "--dask",
+    metavar="local:N|tcp://HOST:PORT",
+    help="Run on a Dask cluster: local:N starts N worker processes for the run, "
+    "tcp://scheduler:8786 uses a running one (pip install 'customer-pipeline[dask]'). "
+    "Several workers share --rate-limit only through --limiter-url.",
+)
+@click.option(
+    "--shards",
+    type=int,
+    help="Dask tasks a page-numbered or offset walk is split into (cursor and next-URL walks "
+    "are one task).  [default: twice the workers]",
+)
+@click.option(
     "--insecure",
     is_flag=True,
     help="Do not verify TLS certificates (a test server you trust only; loudly warned).",

@@ -17,7 +17,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final, Protocol
 
 from .errors import OutputError
 from .fields import FIELD_TABLE, ISSUE_KINDS, FieldTable
@@ -32,6 +32,16 @@ _CODE_AT: Final = slice(40, 40 + CODE_DIGITS)
 _KEY_LEN: Final = 40 + CODE_DIGITS + 1
 _MAX_PAGE: Final = 10**10 - 1
 _MAX_POSITION: Final = 10**7 - 1
+_JSON: Final = slice(_KEY_LEN, -1)
+_WHOLE: Final = slice(None)
+
+
+class SortedRun(Protocol):
+    """Spool entries in key order, one per line: a scratch file, or a shard's merged result."""
+
+    def __iter__(self) -> Iterator[bytes]: ...
+
+    def close(self) -> None: ...
 
 
 class CodeLayout:
@@ -118,7 +128,7 @@ class SortedSpool:
         self.code_counts: Counter[int] = Counter()
         self._buffer: list[bytes] = []
         self._buffered = 0
-        self._runs: list[IO[bytes]] = []
+        self._runs: list[SortedRun] = []
 
     @property
     def duplicates(self) -> int:
@@ -154,8 +164,20 @@ class SortedSpool:
         self._buffer = []
         self._buffered = 0
 
+    def merge_in(self, run: SortedRun, offered: int) -> None:
+        """Add a run sorted elsewhere (a shard's ``entries()``), of ``offered`` copies spooled."""
+        self._runs.append(run)
+        self.offered += offered
+
     def winners(self) -> Iterator[bytes]:
         """The JSON of each customer's best copy (no newline), by customer id."""
+        return self._first_per_id(_JSON)
+
+    def entries(self) -> Iterator[bytes]:
+        """Each customer's best copy as spooled (key, JSON, newline), for another spool."""
+        return self._first_per_id(_WHOLE)
+
+    def _first_per_id(self, cut: slice) -> Iterator[bytes]:
         self._buffer.sort()
         merged: Iterator[bytes] = heapq.merge(self._buffer, *self._runs)
         previous = b""
@@ -167,7 +189,7 @@ class SortedSpool:
             previous = customer_id
             self.unique += 1
             counts[int(entry[_CODE_AT], 16)] += 1
-            yield entry[_KEY_LEN:-1]
+            yield entry[cut]
 
     def close(self) -> None:
         """Drop the runs."""

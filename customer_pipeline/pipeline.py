@@ -34,7 +34,7 @@ from .report import business_summary, export_metadata, quality_summary, utc_now
 from .settings import Settings
 from .sinks import RunMetadata, Sink, abort_all, batches, commit_all
 from .sinks.json_document import CUSTOMERS_FILE
-from .sources import Page, Source, StopSignal, open_source
+from .sources import Page, Source, StopSignal, Walk, open_source
 from .stages import (
     Batch,
     StageCounters,
@@ -194,7 +194,7 @@ def _reported() -> Iterator[None]:
         raise
 
 
-async def _stages(
+async def run_stages(
     settings: Settings,
     source: Source,
     checkpoint: Checkpoint | None,
@@ -281,12 +281,21 @@ async def _run(
     outputs = RunOutputs(out, sinks.output_files())
     chosen = sinks.create(_sink_targets(settings), outputs, settings)
     spool = SortedSpool(out)
+    cluster = contextlib.AsyncExitStack()  # a cluster run's Dask client, while the spool reads
     try:
         for sink in chosen:  # before the first request: a sink that cannot work fails fast
             await sink.open()
-        async with open_source(settings, bus, http=http) as source:
-            await _stages(settings, source, checkpoint, counters, outputs.rejected, spool, bus,
-                          stop)  # fmt: skip
+        walk: Walk
+        if settings.dask is not None:
+            from .cluster import run_on_cluster
+
+            walk = await run_on_cluster(settings, bus, checkpoint, counters, outputs.rejected,
+                                        spool, stop, cluster, http=http)  # fmt: skip
+        else:
+            async with open_source(settings, bus, http=http) as source:
+                await run_stages(settings, source, checkpoint, counters, outputs.rejected, spool,
+                                 bus, stop)  # fmt: skip
+            walk = source
         if stop is not None and stop.is_set():
             recorded = len(checkpoint)
             if recorded:
@@ -297,9 +306,9 @@ async def _run(
                            "same command again to start over")  # fmt: skip
             raise Interrupted(message, pages_recorded=recorded)
         fetched_at = time.perf_counter()
-        failed_pages = sorted(source.failed)
+        failed_pages = sorted(walk.failed)
         # A reason may quote what the server sent (a next URL), which may echo the key.
-        reasons = [redact(reason, settings.secrets) for reason in source.incomplete_reasons()]
+        reasons = [redact(reason, settings.secrets) for reason in walk.incomplete_reasons()]
         complete = not reasons
         for reason in reasons:
             log.warning("incomplete: %s", reason)
@@ -325,6 +334,7 @@ async def _run(
         raise
     finally:
         spool.close()
+        await cluster.aclose()
     write_seconds = time.perf_counter() - fetched_at
     elapsed = time.perf_counter() - started
     report = {
@@ -352,7 +362,7 @@ async def _run(
         "business_fields": business_summary(spool.code_counts),
         "api": {
             **stats.as_dict(),
-            "total_pages": source.total_units,
+            "total_pages": walk.total_units,
             "failed_pages": failed_pages,
         },
         "timings": {
@@ -393,7 +403,7 @@ async def _run(
         rejected_path=rejected_path,
         log_path=settings.log_path,
         report=report,
-        not_retried_pages=source.not_retried,
+        not_retried_pages=walk.not_retried,
         files=files,
         databases=[sink.label for sink in chosen if sink.transactional],
     )
@@ -432,7 +442,7 @@ async def stream_customers(
     spool = SortedSpool(Path(tempfile.gettempdir()))
     try:
         async with open_source(settings, Bus(), http=http) as source:
-            await _stages(settings, source, None, counters, _LoggedRejects(), spool, source.bus,
+            await run_stages(settings, source, None, counters, _LoggedRejects(), spool, source.bus,
                           None)  # fmt: skip
         for batch in batches(spool.winners()):
             for customer in batch.records():

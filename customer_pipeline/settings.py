@@ -23,6 +23,7 @@ from ._checks import (
     check_api_key,
     check_base_url,
     check_cache_url,
+    check_dask,
     check_dbs,
     check_dotted,
     check_fields,
@@ -38,6 +39,7 @@ from ._checks import (
     check_pushgateway,
     check_rate_limit,
     check_resource,
+    check_shards,
     check_table,
 )
 from ._convert import (
@@ -223,6 +225,16 @@ class Settings:
     )  # fmt: skip
     log_format: LogFormat = _setting("text", "log lines as text or json (one object per line)")
 
+    # A cluster run (see customer_pipeline/cluster): shards of the walk as Dask tasks.
+    dask: str | None = _setting(
+        None, "run on Dask: local:N starts N local worker processes, tcp://host:8786 uses a "
+        "running scheduler", check=check_dask,
+    )  # fmt: skip
+    shards: int | None = _setting(
+        None, "Dask tasks a random-access walk is split into (default: twice the workers)",
+        check=check_shards,
+    )  # fmt: skip
+
     model_fields: ClassVar[Mapping[str, dataclasses.Field[Any]]]
 
     def __post_init__(self) -> None:
@@ -337,6 +349,14 @@ def _cross_checks(values: Mapping[str, Any]) -> list[str]:
     messages = []
     if values["backoff_max"] < values["backoff_base"]:
         messages.append("backoff_max must be at least backoff_base")
+    if (values["dask"] is not None and values["rate_limit"] > 0 and values["limiter_url"] is None
+            and values["dask"] != "local:1" and values["shards"] != 1):  # fmt: skip
+        # Each worker would allow the whole rate: N workers would send N times as much.
+        messages.append(
+            "dask with a rate_limit needs limiter_url (--limiter-url redis://host:6379/0), "
+            "which every worker shares: without it each worker would send the whole rate; "
+            "or set --rate-limit 0"
+        )
     if values["paginator"] in ("cursor", "next_url") and not values["next_path"]:
         messages.append(f"paginator {values['paginator']} needs next_path (--next-path)")
     unit_param = _UNIT_PARAM.get(values["paginator"])
@@ -365,6 +385,7 @@ CONVERT: dict[str, Callable[[Any], Any]] = {
     "float": to_float,
     "bool": to_bool,
     "str": to_str,
+    "str | None": lambda value: None if value is None else to_str(value),
     "Path": to_path,
     "Path | None": lambda value: None if value is None else to_path(value),
     "Secret": to_secret,

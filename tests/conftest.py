@@ -12,8 +12,10 @@ from customer_pipeline.simulator import Simulator, SimulatorConfig, serve
 
 # json-server fixtures (json_server_017, json_server_10, json_server, json_server_db),
 # PostgreSQL's (postgres_cluster, postgres), redis_server (tests/redis.py), Prometheus's
-# (prometheus, pushgateway).
-pytest_plugins = ["tests.jsonserver", "tests.postgres", "tests.redis", "tests.prometheus"]
+# (prometheus, pushgateway), dask_cluster (tests/dask_cluster.py).
+pytest_plugins = [
+    "tests.jsonserver", "tests.postgres", "tests.redis", "tests.prometheus", "tests.dask_cluster"
+]
 
 SECRET_KEY = "sk-test-9f8e7d6c5b4a-DO-NOT-LEAK"
 BASE_URL = "http://api.test"

@@ -14,7 +14,7 @@ Imports http, observe, settings and errors; the stages and the pipeline import i
 from .body import FieldMap, Records, field_map
 from .paginators import PAGINATORS, Paginator, make_paginator
 from .source import Source, open_source
-from .units import Page, PageSummary, Recorded, StopSignal, Unit
+from .units import Page, PageSummary, Recorded, Shard, StopSignal, Unit, Walk
 
 __all__ = [
     "PAGINATORS",
@@ -24,9 +24,11 @@ __all__ = [
     "Paginator",
     "Recorded",
     "Records",
+    "Shard",
     "Source",
     "StopSignal",
     "Unit",
+    "Walk",
     "field_map",
     "make_paginator",
     "open_source",

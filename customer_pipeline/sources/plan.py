@@ -26,6 +26,7 @@ class UnitPlan:
     that clamps past the end), and never passes ``max_pages``. Then pages are released in
     order, so a unit claimed past the end is dropped whatever the concurrency, and no worker
     claims more than ``window`` units past the first one not yet in (bounded memory).
+    ``units`` (lo, hi) confines a counted walk to one shard: only those units are claimed.
     """
 
     def __init__(
@@ -36,6 +37,7 @@ class UnitPlan:
         stop: StopSignal | None = None,
         *,
         window: int,
+        units: tuple[int, int | None] | None = None,
     ) -> None:
         self.start = first.number
         self.max_pages = max_pages
@@ -47,7 +49,8 @@ class UnitPlan:
         self.end_repeated = False  # it repeated the page before (else it was empty)
         self._skip = skip
         self._summaries = skip if isinstance(skip, Mapping) else {}
-        self._next = self.start + 1
+        self._next = self.start + 1 if units is None else max(self.start + 1, units[0])
+        self._hi = None if units is None else units[1]
         self._frontier = self.start + 1  # the first unit not yet released (ordered walks)
         self._held: dict[int, Page | None] = {}
         self._previous: int | None = None  # the digest of the last page released in order
@@ -64,12 +67,14 @@ class UnitPlan:
 
     @property
     def last(self) -> int:
-        """The number of the walk's last unit, as far as is known now."""
+        """The number of the walk's (or the shard's) last unit, as far as is known now."""
         if self.count is not None:
-            return self.start + self.count - 1
-        if self.end is not None:
-            return self.end
-        return self.start + self.max_pages - 1
+            last = self.start + self.count - 1
+        elif self.end is not None:
+            last = self.end
+        else:
+            last = self.start + self.max_pages - 1
+        return last if self._hi is None else min(last, self._hi)
 
     @property
     def known_total(self) -> int | None:

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -38,7 +39,7 @@ from ..settings import Settings
 from .body import FieldMap, Records, field_map
 from .paginators import ForeignNextError, Paginator, make_paginator
 from .plan import UnitPlan
-from .units import Page, PageSummary, Recorded, StopSignal, Unit
+from .units import Page, PageSummary, Recorded, Shard, StopSignal, Unit
 
 log = logging.getLogger("customer_pipeline.client")
 
@@ -70,6 +71,9 @@ class Source:
         self._plan: UnitPlan | None = None
         self._reasons: list[str] = []
         self._total: int | None = None
+        # Set to walk one shard of a fan-out (a cluster run); the planner checks the whole.
+        self.shard: Shard | None = None
+        self.walked = Walked()
 
     @property
     def total_units(self) -> int | None:
@@ -138,7 +142,9 @@ class Source:
             self._known(recorded.total)
             return
         paginator = self.paginator
-        if paginator.chain_only and recorded.last is not None:
+        if self.shard is not None:
+            walk = self._fan_out(self.shard.first, recorded, stop)
+        elif paginator.chain_only and recorded.last is not None:
             walk = self._chain(recorded.last, stop, recorded.reported, recorded.size)
         else:
             first = await self.fetch(Unit(paginator.first))
@@ -156,19 +162,19 @@ class Source:
 
     def incomplete_reasons(self) -> list[str]:
         """Why the units walked so far may not be all of them; empty when they are."""
-        reasons = []
-        retried = sorted(n for n, error in self.failed.items() if error.retried)
-        if retried:
-            reasons.append(f"pages [{_listed(retried)}] failed after every retry")
-        answers: dict[str, list[int]] = {}
-        for number in self.not_retried:
-            answers.setdefault(_no_retry_fixes(self.failed[number]), []).append(number)
-        for answer, numbers in answers.items():
-            pages = f"page {numbers[0]}" if len(numbers) == 1 else f"pages [{_listed(numbers)}]"
-            reasons.append(f"{pages} {answer}")
+        reasons = failure_reasons(self.failures())
         if self._plan is not None:
             reasons += self._plan.incomplete_reasons()
         return reasons + self._reasons
+
+    def failures(self) -> dict[int, str | None]:
+        """Each failed unit: None if it failed after every retry, else what no retry fixes."""
+        return {n: None if e.retried else _no_retry_fixes(e) for n, e in self.failed.items()}
+
+    def other_reasons(self) -> list[str]:
+        """incomplete_reasons() but for the failed units (a shard's, for the planner)."""
+        plan = self._plan.incomplete_reasons() if self._plan is not None else []
+        return plan + self._reasons
 
     @property
     def not_retried(self) -> list[int]:
@@ -245,8 +251,9 @@ class Source:
         """The first page, then the others from ``concurrency`` workers, as they arrive."""
         skip = recorded.summaries
         concurrency = self.concurrency
-        plan = UnitPlan(first, skip, self.max_pages, stop,
-                        window=WINDOW_PER_WORKER * concurrency)  # fmt: skip
+        shard = self.shard
+        plan = UnitPlan(first, skip, self.max_pages, stop, window=WINDOW_PER_WORKER * concurrency,
+                        units=None if shard is None else (shard.lo, shard.hi))  # fmt: skip
         self._plan = plan
         self._known(plan.known_total)
         send, receive = anyio.create_memory_object_stream[Page | BaseException](
@@ -263,7 +270,7 @@ class Source:
         if 0 < len(first.records) < self.paginator.page_size:
             short.append(first.number)
         try:
-            if first.number not in skip:
+            if first.number not in skip and (shard is None or first.number in shard):
                 seen += len(first.records)
                 yield first
             async with receive:
@@ -283,16 +290,28 @@ class Source:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
             self._known(plan.known_total)
+        if shard is not None:  # only the planner sees the whole walk: it checks it
+            if first.number not in shard:
+                short = [n for n in short if n != first.number]
+            self.walked = Walked(short, last if last in shard else 0)
+            return
         self._check_records(first, plan, seen, skip)
-        if self.paginator.name == "offset" and (early := [n for n in short if n < last]):
-            # Offsets step by the page size: a short page with records after it means the
-            # server serves fewer than a step, and the records between were never asked for.
-            self._reasons.append(
-                f"page {early[0]} held fewer records than the page size "
-                f"({self.paginator.page_size}) though later pages had records: the API caps "
-                "its page size, so offsets skipped records; set --per-page to what it serves "
-                "(with --restart)"
-            )
+        if reason := self.short_page_reason(short, last):
+            self._reasons.append(reason)
+
+    def short_page_reason(self, short: list[int], last: int) -> str | None:
+        """Why an offset walk whose ``short`` pages come before its ``last`` one lost records."""
+        early = [n for n in short if n < last]
+        if self.paginator.name != "offset" or not early:
+            return None
+        # Offsets step by the page size: a short page with records after it means the
+        # server serves fewer than a step, and the records between were never asked for.
+        return (
+            f"page {early[0]} held fewer records than the page size "
+            f"({self.paginator.page_size}) though later pages had records: the API caps "
+            "its page size, so offsets skipped records; set --per-page to what it serves "
+            "(with --restart)"
+        )
 
     def _check_records(
         self, first: Page, plan: UnitPlan, seen: int, skip: Mapping[int, PageSummary]
@@ -320,11 +339,7 @@ class Source:
         """A walk with fewer records than the API reported (and no other reason) is incomplete."""
         if reported is None or seen is None or self.failed or self._reasons or seen >= reported:
             return
-        self._reasons.append(
-            f"the API reports {reported} records but its {pages} pages held {seen}: it may "
-            "serve fewer records per page than asked, or end its walk early; try a smaller "
-            "--per-page (with --restart)"
-        )
+        self._reasons.append(short_count_reason(reported, seen, pages))
 
     async def _worker(
         self, plan: UnitPlan, send: MemoryObjectSendStream[Page | BaseException]
@@ -368,6 +383,43 @@ class Source:
         if total != self._total:
             self._total = total
             self.bus.emit(UnitsKnown(total))
+
+
+@dataclass(frozen=True)
+class Walked:
+    """What one shard's walk saw, for the planner's checks of the whole walk.
+
+    ``short``: pages holding fewer records than a page holds; ``last``: its last page with
+    records (0: none).
+    """
+
+    short: list[int] = field(default_factory=list)
+    last: int = 0
+
+
+def failure_reasons(failures: Mapping[int, str | None]) -> list[str]:
+    """What the failed units (see Source.failures) leave missing, grouped by answer."""
+    reasons = []
+    retried = sorted(n for n, answer in failures.items() if answer is None)
+    if retried:
+        reasons.append(f"pages [{_listed(retried)}] failed after every retry")
+    answers: dict[str, list[int]] = {}
+    for number in sorted(failures):
+        if (answer := failures[number]) is not None:
+            answers.setdefault(answer, []).append(number)
+    for answer, numbers in answers.items():
+        pages = f"page {numbers[0]}" if len(numbers) == 1 else f"pages [{_listed(numbers)}]"
+        reasons.append(f"{pages} {answer}")
+    return reasons
+
+
+def short_count_reason(reported: int, seen: int, pages: int) -> str:
+    """Why a walk whose pages held fewer records than the API reports is incomplete."""
+    return (
+        f"the API reports {reported} records but its {pages} pages held {seen}: it may "
+        "serve fewer records per page than asked, or end its walk early; try a smaller "
+        "--per-page (with --restart)"
+    )
 
 
 def _listed(numbers: list[int]) -> str:

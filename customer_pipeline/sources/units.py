@@ -51,6 +51,39 @@ class Page:
 
 
 @dataclass(frozen=True, slots=True)
+class Shard:
+    """A contiguous range of a fan-out's units, ``lo`` to ``hi`` (None: to the walk's end).
+
+    ``first`` is the walk's first page, fetched once by whoever planned the shards: every
+    shard learns the unit count from it, and the shard whose range holds it yields it.
+    """
+
+    first: Page
+    lo: int
+    hi: int | None
+
+    def __contains__(self, number: object) -> bool:
+        if not isinstance(number, int) or number < self.lo:
+            return False
+        return self.hi is None or number <= self.hi
+
+
+class Walk(Protocol):
+    """What a finished walk tells the run: a Source's, or a cluster's over its shards."""
+
+    @property
+    def failed(self) -> Mapping[int, object]: ...
+
+    @property
+    def total_units(self) -> int | None: ...
+
+    @property
+    def not_retried(self) -> list[int]: ...
+
+    def incomplete_reasons(self) -> list[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
 class PageSummary:
     """What a walk needs to know of a page fetched before (a checkpoint's, on --resume)."""
 
