@@ -21,7 +21,7 @@ from .test_metrics import P, parse, total
 SCRAPE_DEADLINE_S = 30.0
 
 
-async def test_a_run_pushes_to_a_real_pushgateway_and_a_failure_keeps_the_success(
+async def test_a_run_pushes_to_a_real_pushgateway_and_a_failure_replaces_all_but_the_success(
     pushgateway: str, simulator: Any, tmp_path: Path
 ) -> None:
     base, _ = await simulator(total=60, failure_rate=0.2, api_key="the-right-key")
@@ -49,6 +49,9 @@ async def test_a_run_pushes_to_a_real_pushgateway_and_a_failure_keeps_the_succes
     assert after[(P + "run_outcome", group | {("outcome", "failed")})] == 1
     assert after[(P + "run_complete", group)] == 0
     assert after[(P + "last_success_timestamp_seconds", group)] == success
+    # The group is replaced: the first run's retries do not linger next to this run's figures.
+    assert any(name == P + "retries_total" and group <= labels for name, labels in first)
+    assert not any(name == P + "retries_total" and group <= labels for name, labels in after)
 
 
 async def test_a_real_prometheus_scrapes_the_run_and_promql_returns_its_requests(
