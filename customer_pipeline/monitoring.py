@@ -65,8 +65,9 @@ async def monitored(
     with contextlib.ExitStack() as stack:
         if settings.metrics_port is not None:
             host, port = settings.metrics_host, settings.metrics_port
+            shown = export.live(metrics.registry)
             try:
-                host, port = stack.enter_context(export.serving(metrics.registry, host, port))
+                host, port = stack.enter_context(export.serving(shown, host, port))
             except OSError as exc:
                 raise ConfigError(
                     f"cannot serve metrics on {host}:{port}: {exc.strerror or exc} "

@@ -213,6 +213,9 @@ async def test_metrics_port_serves_while_the_run_lasts_then_frees_the_port(
     fetched = live[(P + "pages_total", frozenset({("outcome", "fetched")}))]
     assert 4 <= fetched < result.report["api"]["pages_fetched"] + 1
     assert (P + "run_complete", frozenset()) in live
+    # Not known yet: a 0 would fire CustomerPipelineNoRecentSuccess on every healthy run.
+    assert (P + "last_success_timestamp_seconds", frozenset()) not in live
+    assert (P + "last_run_timestamp_seconds", frozenset()) not in live
     # Free again: a server binds it as the next run's would (it would fail if one listened).
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

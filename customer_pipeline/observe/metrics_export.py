@@ -28,7 +28,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from .metrics import LAST_SUCCESS, PipelineMetrics
+from .metrics import LAST_RUN, LAST_SUCCESS, PipelineMetrics
 
 JOB = "customer_pipeline"
 SHUTDOWN_POLL_S = 0.05
@@ -55,6 +55,32 @@ def serving(registry: CollectorRegistry, host: str, port: int) -> Iterator[tuple
         server.shutdown()
         server.server_close()  # the port is free again when the run returns
         thread.join()
+
+
+def live(registry: CollectorRegistry) -> CollectorRegistry:
+    """What /metrics shows while a run lasts: ``registry`` without timestamps still unknown.
+
+    A 0 would read as "the last success was in 1970" and fire a no-recent-success alert on
+    every healthy run that is scraped live.
+    """
+    shown = CollectorRegistry(auto_describe=False)
+    shown.register(_Known(registry))
+    return shown
+
+
+class _Known(Collector):
+    """A registry's metrics, the run's timestamps left out while they are 0 (not yet known)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self.registry.collect():
+            if family.name in (LAST_SUCCESS, LAST_RUN) and not any(
+                sample.value for sample in family.samples
+            ):
+                continue
+            yield family
 
 
 class _Server6(ThreadingWSGIServer):
