@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import socket
 import threading
@@ -33,6 +34,7 @@ class _Gateway(BaseHTTPRequestHandler):
     held: str
     redirect_to: str | None
     checkpoint: Path | None
+    echo_auth: bool = False
 
     def _answer(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length", 0)))
@@ -44,6 +46,11 @@ class _Gateway(BaseHTTPRequestHandler):
         if self.redirect_to is not None:
             self.send_response(302)
             self.send_header("Location", f"{self.redirect_to}{self.path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if self.echo_auth:  # a broken proxy: the header it got, as its reason phrase
+            self.send_response(500, self.headers.get("authorization"))
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
@@ -61,12 +68,15 @@ class _Gateway(BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def gateway(
-    held: str = "", redirect_to: str | None = None, checkpoint: Path | None = None
+    held: str = "",
+    redirect_to: str | None = None,
+    checkpoint: Path | None = None,
+    echo_auth: bool = False,
 ) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """A stand-in gateway on a free loopback port: its URL and the requests it got."""
     requests: list[dict[str, Any]] = []
     attributes = {"requests": requests, "held": held, "redirect_to": redirect_to,
-                  "checkpoint": checkpoint}  # fmt: skip
+                  "checkpoint": checkpoint, "echo_auth": echo_auth}  # fmt: skip
     server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Gateway,), attributes))
     thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
     thread.start()
@@ -183,3 +193,15 @@ async def test_a_run_waiting_on_a_slow_gateway_can_still_be_cancelled(tmp_path: 
         took = time.monotonic() - started
     assert took < DRIBBLE_S / 2
     assert not (tmp_path / CHECKPOINT_FILE).exists()
+
+
+async def test_basic_auth_echoed_in_the_reason_phrase_stays_out_of_the_warning(
+    tmp_path: Path,
+) -> None:
+    with gateway(echo_auth=True) as (url, requests), passing(pages_api(set())):
+        url = url.replace("//", "//pusher:s3cret-pw@")
+        await run_pipeline(fast_settings(output_dir=tmp_path, pushgateway=url))
+    token = base64.b64encode(b"pusher:s3cret-pw").decode()
+    assert requests[0]["auth"] == f"Basic {token}"
+    log = (tmp_path / "pipeline.log").read_text()
+    assert "cannot push the metrics" in log and "500" in log and token not in log
