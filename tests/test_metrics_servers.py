@@ -15,7 +15,7 @@ from customer_pipeline import AuthError, Progress, run_pipeline
 
 from .conftest import fast_settings
 from .jsonserver import free_port
-from .prometheus import promtool, query
+from .prometheus import promtool, query, running_pushgateway
 from .test_metrics import P, parse, total
 
 SCRAPE_DEADLINE_S = 30.0
@@ -95,3 +95,10 @@ async def test_promtool_accepts_the_textfile(simulator: Any, tmp_path: Path) -> 
                                      metrics_file=textfile))  # fmt: skip
     output = promtool("check", "metrics", stdin=textfile.read_bytes())
     assert "error" not in output.lower(), output
+
+
+def test_a_test_pushgateway_keeps_its_state_in_the_tests_own_folder(tmp_path: Path) -> None:
+    with running_pushgateway(tmp_path) as url:
+        body = b"# TYPE probe gauge\nprobe 1\n"
+        httpx.put(f"{url}/metrics/job/probe", content=body, timeout=5).raise_for_status()
+    assert b"probe" in (tmp_path / "pushgateway.data").read_bytes()
