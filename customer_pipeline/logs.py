@@ -26,6 +26,9 @@ from .errors import ConfigError
 LOGGER_NAME = "customer_pipeline"
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 MASK = "***"
+# A record with this attribute set (``extra``) is shown on the terminal even under a progress
+# bar, which shows only warnings otherwise: an INFO line the user needs, e.g. a port picked.
+SHOWN = "customer_pipeline_shown"
 # The structured fields a JSON line carries when a log call gives them as ``extra``.
 FIELDS = ("page", "unit", "status", "attempt", "wait_s")
 

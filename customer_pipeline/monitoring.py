@@ -21,6 +21,7 @@ from anyio import get_cancelled_exc_class
 
 from ._version import __version__
 from .errors import ConfigError
+from .logs import SHOWN
 from .observe import Bus
 from .settings import Settings
 
@@ -69,12 +70,15 @@ async def monitored(
             try:
                 host, port = stack.enter_context(export.serving(shown, host, port))
             except OSError as exc:
+                shown_host = f"[{host}]" if ":" in host else host
                 raise ConfigError(
-                    f"cannot serve metrics on {host}:{port}: {exc.strerror or exc} "
+                    f"cannot serve metrics on {shown_host}:{port}: {exc.strerror or exc} "
                     "(--metrics-port / CUSTOMER_PIPELINE_METRICS_PORT: pick a free port, or 0 "
                     "for any; --metrics-host for the address)"
                 ) from None
-            log.info("metrics served on http://%s:%d/metrics while the run lasts", host, port)
+            shown_host = f"[{host}]" if ":" in host else host
+            log.info("metrics served on http://%s:%d/metrics while the run lasts", shown_host,
+                     port, extra={SHOWN: True})  # fmt: skip
         try:
             yield metrics
         except BaseException as exc:

@@ -102,3 +102,26 @@ def test_a_test_pushgateway_keeps_its_state_in_the_tests_own_folder(tmp_path: Pa
         body = b"# TYPE probe gauge\nprobe 1\n"
         httpx.put(f"{url}/metrics/job/probe", content=body, timeout=5).raise_for_status()
     assert b"probe" in (tmp_path / "pushgateway.data").read_bytes()
+
+
+@pytest.mark.parametrize(("host", "shown"), [("127.0.0.1", "127.0.0.1"), ("::1", "[::1]")])
+def test_a_port_picked_for_metrics_is_shown_above_the_progress_bar(
+    tmp_path: Path, host: str, shown: str
+) -> None:
+    from click.testing import CliRunner
+
+    from customer_pipeline.cli import main
+
+    from .helpers import pages_api
+
+    with pages_api(set()):
+        result = CliRunner().invoke(main, [
+            "run", "--base-url", "http://api.test", "--output-dir", str(tmp_path),
+            "--transport", "httpx", "--metrics-port", "0", "--metrics-host", host, "--progress",
+            "--rate-limit", "0",
+        ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    prefix = f"metrics served on http://{shown}:"
+    assert prefix in result.output, result.output
+    port = result.output.split(prefix, 1)[1].split("/", 1)[0]
+    assert int(port) > 0
