@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from urllib.parse import unquote, unquote_plus
 
@@ -81,6 +82,15 @@ class PushgatewayUrl(DatabaseUrl):
     """A Pushgateway URL: its password masked as a database URL's is."""
 
     __slots__ = ()
+
+    @property
+    def passwords(self) -> list[str]:
+        """The password's spellings, and the basic-auth token a push sends (user:password)."""
+        found = super().passwords
+        if (parts := self._userinfo()) is not None and parts[1]:
+            pair = f"{unquote(parts[0])}:{unquote(parts[1])}".encode()
+            found.append(base64.b64encode(pair).decode())
+        return found
 
     def __repr__(self) -> str:
         return f"PushgatewayUrl({self.masked!r})"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 import click
 from click.exceptions import NoArgsIsHelpError
 
-from .logs import LOGGER_NAME, JsonFormatter, RedactingFilter, Redactor
+from .logs import LOGGER_NAME, SHOWN, JsonFormatter, RedactingFilter, Redactor
 
 # The pipeline is imported when a run starts, not when the command line parses its options.
 if TYPE_CHECKING:
@@ -211,13 +211,14 @@ def stderr_logging(settings: Settings, console: Any | None) -> logging.Handler:
     if settings.log_format == "json":
         handler = _JsonLines(console)
         handler.setFormatter(JsonFormatter(settings.secrets))
-        handler.setLevel(logging.WARNING if console is not None else settings.log_level)
+        handler.setLevel(settings.log_level)
+        if console is not None:
+            handler.addFilter(_under_a_bar)
     elif console is not None:
         from rich.logging import RichHandler
 
-        handler = RichHandler(
-            console=console, show_path=False, level=logging.WARNING, log_time_format=TIME_FORMAT
-        )
+        handler = RichHandler(console=console, show_path=False, log_time_format=TIME_FORMAT)
+        handler.addFilter(_under_a_bar)
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -227,6 +228,11 @@ def stderr_logging(settings: Settings, console: Any | None) -> logging.Handler:
     handler.addFilter(lambda record: not getattr(record, REPORTED, False))
     logging.getLogger(LOGGER_NAME).addHandler(handler)
     return handler
+
+
+def _under_a_bar(record: logging.LogRecord) -> bool:
+    """Whether a line shows above the progress bar: a warning, or one marked SHOWN."""
+    return record.levelno >= logging.WARNING or getattr(record, SHOWN, False)
 
 
 class _JsonLines(logging.StreamHandler):  # type: ignore[type-arg]

@@ -26,6 +26,9 @@ from .errors import ConfigError
 LOGGER_NAME = "customer_pipeline"
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 MASK = "***"
+# A record with this attribute set (``extra``) is shown on the terminal even under a progress
+# bar, which shows only warnings otherwise: an INFO line the user needs, e.g. a port picked.
+SHOWN = "customer_pipeline_shown"
 # The structured fields a JSON line carries when a log call gives them as ``extra``.
 FIELDS = ("page", "unit", "status", "attempt", "wait_s")
 
@@ -54,14 +57,35 @@ def spellings(secret: str) -> set[str]:
     return escaped | encoded | {repr(form)[1:-1] for form in escaped}
 
 
+# A secret's head this long is masked even when the rest is cut off: a message's excerpt of
+# a body (40 bytes, say) may end in the middle of an echoed key. Shorter heads are too likely
+# to be ordinary words ("sk-live", "postgres").
+HEAD = 10
+# Heads are matched up to this length; the rest of a longer secret is masked by whole forms.
+HEAD_MAX = 200
+
+
+def _head_or_whole(form: str) -> str:
+    """A pattern for any head of ``form`` at least HEAD long (the longest that fits)."""
+    head = form[:HEAD_MAX]
+    tail = "".join(f"(?:{re.escape(char)}" for char in head[HEAD:]) + ")?" * (len(head) - HEAD)
+    return re.escape(head[:HEAD]) + tail
+
+
 class Redactor:
-    """Replaces every spelling of each secret with ***: the one redaction for log and terminal."""
+    """Replaces every spelling of each secret with ***: the one redaction for log and terminal.
+
+    A spelling's head (HEAD characters or more) is masked too, for a secret an excerpt cut.
+    """
 
     def __init__(self, secrets: Iterable[str]) -> None:
         forms = {form for secret in secrets if secret for form in spellings(secret)}
-        # Longest first, so a form is never cut short by one of its own prefixes.
+        # Longest first, so a form is never cut short by one of its own prefixes; whole forms
+        # before heads, so a head shared by two spellings never stops short of the whole one.
         alternatives = sorted(forms, key=len, reverse=True)
-        self._pattern = re.compile("|".join(map(re.escape, alternatives))) if forms else None
+        whole = [re.escape(form) for form in alternatives]
+        heads = [_head_or_whole(form) for form in alternatives if len(form) > HEAD]
+        self._pattern = re.compile("|".join(whole + heads)) if forms else None
 
     def redact(self, text: str) -> str:
         """``text`` with every secret masked."""

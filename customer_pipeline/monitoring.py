@@ -9,16 +9,19 @@ prometheus_client is imported only here, and only for a run that wants metrics.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import anyio
+from anyio import get_cancelled_exc_class
+
 from ._version import __version__
 from .errors import ConfigError
+from .logs import SHOWN
 from .observe import Bus
 from .settings import Settings
 
@@ -40,10 +43,10 @@ def wanted(settings: Settings, registry: CollectorRegistry | None) -> bool:
     )
 
 
-@contextlib.contextmanager
-def monitored(
+@contextlib.asynccontextmanager
+async def monitored(
     settings: Settings, bus: Bus, registry: CollectorRegistry | None = None
-) -> Iterator[PipelineMetrics | None]:
+) -> AsyncIterator[PipelineMetrics | None]:
     """Count the run's events as metrics and expose them as the settings ask; yields them.
 
     Raises ConfigError before the run starts when the metrics port cannot be bound or the
@@ -63,19 +66,26 @@ def monitored(
     with contextlib.ExitStack() as stack:
         if settings.metrics_port is not None:
             host, port = settings.metrics_host, settings.metrics_port
+            shown = export.live(metrics.registry)
             try:
-                host, port = stack.enter_context(export.serving(metrics.registry, host, port))
+                host, port = stack.enter_context(export.serving(shown, host, port))
             except OSError as exc:
+                shown_host = f"[{host}]" if ":" in host else host
                 raise ConfigError(
-                    f"cannot serve metrics on {host}:{port}: {exc.strerror or exc} "
+                    f"cannot serve metrics on {shown_host}:{port}: {exc.strerror or exc} "
                     "(--metrics-port / CUSTOMER_PIPELINE_METRICS_PORT: pick a free port, or 0 "
                     "for any; --metrics-host for the address)"
                 ) from None
-            log.info("metrics served on http://%s:%d/metrics while the run lasts", host, port)
+            shown_host = f"[{host}]" if ":" in host else host
+            log.info("metrics served on http://%s:%d/metrics while the run lasts", shown_host,
+                     port, extra={SHOWN: True})  # fmt: skip
         try:
             yield metrics
-        finally:
-            _publish(settings, metrics)
+        except BaseException as exc:
+            # A run cancelled at once still says so, within the push's own deadline.
+            await _publish(settings, metrics, shield=isinstance(exc, get_cancelled_exc_class()))
+            raise
+        await _publish(settings, metrics, shield=False)
 
 
 def _check_folder(path: Path) -> None:
@@ -88,7 +98,7 @@ def _check_folder(path: Path) -> None:
         )
 
 
-def _publish(settings: Settings, metrics: PipelineMetrics) -> None:
+async def _publish(settings: Settings, metrics: PipelineMetrics, *, shield: bool) -> None:
     """Write the textfile and push to the Pushgateway, as asked; a failure is a warning."""
     from .observe import metrics_export as export
 
@@ -99,16 +109,36 @@ def _publish(settings: Settings, metrics: PipelineMetrics) -> None:
             log.warning("cannot write the metrics file %s: %s (--metrics-file)",
                         settings.metrics_file, exc.strerror or exc)  # fmt: skip
     if settings.pushgateway is not None:
-        instance = settings.metrics_instance or socket.gethostname()
-        timeout = min(settings.timeout, PUSH_TIMEOUT_S)
-        try:
-            export.push(metrics, settings.pushgateway.get_secret_value(), instance=instance,
-                        timeout=timeout)  # fmt: skip
-        except (OSError, ValueError, http.client.HTTPException) as exc:
-            log.warning(
-                "cannot push the metrics to the Pushgateway at %s: %s; the run's outputs are "
-                "not affected (--pushgateway)", settings.pushgateway.masked, exc,
-            )  # fmt: skip
-        else:
-            log.info("metrics pushed to %s (job customer_pipeline, instance %s)",
-                     settings.pushgateway.masked, instance)  # fmt: skip
+        with anyio.CancelScope(shield=shield):
+            await _push(settings, metrics)
+
+
+async def _push(settings: Settings, metrics: PipelineMetrics) -> None:
+    """Push to the Pushgateway within one deadline for the whole exchange; a failure warns."""
+    import httpx
+
+    from .observe import metrics_export as export
+
+    assert settings.pushgateway is not None
+    instance = settings.metrics_instance or socket.gethostname()
+    deadline = min(settings.timeout, PUSH_TIMEOUT_S)
+    # httpx's timeout is per read: a gateway that sends a byte at a time would never hit it.
+    try:
+        with anyio.fail_after(deadline):
+            async with httpx.AsyncClient(follow_redirects=False, timeout=deadline) as client:
+                await export.push(metrics, settings.pushgateway.get_secret_value(),
+                                  instance=instance, client=client)  # fmt: skip
+    except TimeoutError:
+        problem = (
+            f"no complete answer within {deadline:g} s (--timeout, {PUSH_TIMEOUT_S:g} at most)"
+        )
+    except (OSError, ValueError, httpx.HTTPError) as exc:
+        problem = str(exc) or type(exc).__name__
+    else:
+        log.info("metrics pushed to %s (job customer_pipeline, instance %s)",
+                 settings.pushgateway.masked, instance)  # fmt: skip
+        return
+    log.warning(
+        "cannot push the metrics to the Pushgateway at %s: %s; the run's outputs are not "
+        "affected (--pushgateway)", settings.pushgateway.masked, problem,
+    )  # fmt: skip

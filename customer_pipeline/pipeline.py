@@ -119,18 +119,30 @@ async def run_pipeline(
         exclusive_folder(settings.output_dir, sinks.output_files()),
     ):
         checkpoint = Checkpoint.open(settings, mode)
+        result: RunResult | None = None
+        kept: int | None = None
+        decided = False
         try:
-            with monitored(settings, bus, registry), _failure_announced(bus):
-                result = await _run(settings, http, on_progress, checkpoint, stop, bus)
+            async with monitored(settings, bus, registry):
+                try:
+                    with _failure_announced(bus):
+                        result = await _run(settings, http, on_progress, checkpoint, stop, bus)
+                finally:
+                    # Before the metrics are pushed: a kill while a slow Pushgateway answers
+                    # must not leave a finished run's checkpoint in the next run's way.
+                    decided = True
+                    kept = _keep_or_discard(checkpoint, result, keep_checkpoint)
         except OutputError as exc:
             # Only now is it known whether the checkpoint is kept, so the fix is said here.
-            kept = _keep_or_discard(checkpoint, None, keep_checkpoint)
+            if not decided:
+                kept = _keep_or_discard(checkpoint, None, keep_checkpoint)
             full = disk_full(exc)
             raise OutputError(f"{exc}; {_after_output_error(kept, full)}", disk_full=full) from exc
         except BaseException:
-            _keep_or_discard(checkpoint, None, keep_checkpoint)
+            if not decided:
+                _keep_or_discard(checkpoint, None, keep_checkpoint)
             raise
-        _keep_or_discard(checkpoint, result, keep_checkpoint)
+        assert result is not None  # the block returned, so the run did
         return result
 
 

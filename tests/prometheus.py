@@ -10,8 +10,11 @@ Facts (prometheus 2.42, pushgateway 1.5.1, Debian 12):
   about a second with an empty ``--storage.tsdb.path``.
 - ``scrape_interval`` may be as short as 1s; the first scrape of a target comes within one
   interval of the start, at an offset of its own.
-- The Pushgateway keeps what it is sent in memory (no ``--persistence.file``), per group
-  (job and grouping labels); PUT replaces a group, POST replaces only the metrics it names.
+- The Pushgateway keeps what it is sent per group (job and grouping labels); PUT replaces a
+  group, POST replaces only the metrics it names. Debian builds it with
+  ``--persistence.file=/var/lib/prometheus/pushgateway.data`` as the default, machine-wide
+  (and loaded at start), so each gateway here gets its own file in the test's tmp folder
+  (written when it stops).
   Its ``/metrics`` shows every pushed series with ``job`` and ``instance`` labels added.
 """
 
@@ -68,13 +71,22 @@ def _process(argv: list[str], ready_url: str, log_path: Path) -> Iterator[None]:
         _stop(proc)
 
 
-@pytest.fixture
-def pushgateway(tmp_path: Path) -> Iterator[str]:
-    """The URL of a real Pushgateway on a free loopback port."""
+@contextlib.contextmanager
+def running_pushgateway(folder: Path) -> Iterator[str]:
+    """A real Pushgateway on a free loopback port, its state in ``folder``; yields its URL."""
     path = binary("prometheus-pushgateway")
     url = f"http://127.0.0.1:{free_port()}"
-    argv = [path, f"--web.listen-address={url.removeprefix('http://')}"]
-    with _process(argv, f"{url}/-/ready", tmp_path / "pushgateway.log"):
+    # Debian's default file is machine-wide: a test's pushes must not land there.
+    argv = [path, f"--web.listen-address={url.removeprefix('http://')}",
+            f"--persistence.file={folder / 'pushgateway.data'}"]  # fmt: skip
+    with _process(argv, f"{url}/-/ready", folder / "pushgateway.log"):
+        yield url
+
+
+@pytest.fixture
+def pushgateway(tmp_path: Path) -> Iterator[str]:
+    """The URL of a real Pushgateway on a free loopback port, with its own empty state."""
+    with running_pushgateway(tmp_path) as url:
         yield url
 
 

@@ -98,3 +98,19 @@ def test_promtool_accepts_the_rules_their_tests_and_the_example_config() -> None
     assert "SUCCESS: 5 rules found" in promtool("check", "rules", "alerts.yml", cwd=RULES)
     assert "SUCCESS" in promtool("test", "rules", "alerts_test.yml", cwd=RULES)
     assert "SUCCESS" in promtool("check", "config", "prometheus.yml", cwd=RULES)
+
+
+def test_the_readme_lists_every_metric_and_every_retry_reason() -> None:
+    readme = (DEPLOY.parent / "README.md").read_text()
+    section = readme.split("## Monitoring", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("`")[1] for line in section.splitlines() if line.startswith("| `")}
+    registry = CollectorRegistry()
+    PipelineMetrics(registry, version="test")
+    families = registry.collect()
+    listed = {family.name + ("_info" if family.type == "info" else "") for family in families}
+    listed = {name + "_total" if name + "_total" in rows else name for name in listed}
+    assert listed <= rows, listed - rows
+    from .test_metrics import LABEL_VALUES
+
+    retry_row = next(line for line in section.splitlines() if "retries_total`" in line)
+    assert all(f"`{reason}`" in retry_row or reason.isdigit() for reason in LABEL_VALUES["reason"])

@@ -15,13 +15,13 @@ from customer_pipeline import AuthError, Progress, run_pipeline
 
 from .conftest import fast_settings
 from .jsonserver import free_port
-from .prometheus import promtool, query
+from .prometheus import promtool, query, running_pushgateway
 from .test_metrics import P, parse, total
 
 SCRAPE_DEADLINE_S = 30.0
 
 
-async def test_a_run_pushes_to_a_real_pushgateway_and_a_failure_keeps_the_success(
+async def test_a_run_pushes_to_a_real_pushgateway_and_a_failure_replaces_all_but_the_success(
     pushgateway: str, simulator: Any, tmp_path: Path
 ) -> None:
     base, _ = await simulator(total=60, failure_rate=0.2, api_key="the-right-key")
@@ -49,6 +49,9 @@ async def test_a_run_pushes_to_a_real_pushgateway_and_a_failure_keeps_the_succes
     assert after[(P + "run_outcome", group | {("outcome", "failed")})] == 1
     assert after[(P + "run_complete", group)] == 0
     assert after[(P + "last_success_timestamp_seconds", group)] == success
+    # The group is replaced: the first run's retries do not linger next to this run's figures.
+    assert any(name == P + "retries_total" and group <= labels for name, labels in first)
+    assert not any(name == P + "retries_total" and group <= labels for name, labels in after)
 
 
 async def test_a_real_prometheus_scrapes_the_run_and_promql_returns_its_requests(
@@ -92,3 +95,33 @@ async def test_promtool_accepts_the_textfile(simulator: Any, tmp_path: Path) -> 
                                      metrics_file=textfile))  # fmt: skip
     output = promtool("check", "metrics", stdin=textfile.read_bytes())
     assert "error" not in output.lower(), output
+
+
+def test_a_test_pushgateway_keeps_its_state_in_the_tests_own_folder(tmp_path: Path) -> None:
+    with running_pushgateway(tmp_path) as url:
+        body = b"# TYPE probe gauge\nprobe 1\n"
+        httpx.put(f"{url}/metrics/job/probe", content=body, timeout=5).raise_for_status()
+    assert b"probe" in (tmp_path / "pushgateway.data").read_bytes()
+
+
+@pytest.mark.parametrize(("host", "shown"), [("127.0.0.1", "127.0.0.1"), ("::1", "[::1]")])
+def test_a_port_picked_for_metrics_is_shown_above_the_progress_bar(
+    tmp_path: Path, host: str, shown: str
+) -> None:
+    from click.testing import CliRunner
+
+    from customer_pipeline.cli import main
+
+    from .helpers import pages_api
+
+    with pages_api(set()):
+        result = CliRunner().invoke(main, [
+            "run", "--base-url", "http://api.test", "--output-dir", str(tmp_path),
+            "--transport", "httpx", "--metrics-port", "0", "--metrics-host", host, "--progress",
+            "--rate-limit", "0",
+        ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    prefix = f"metrics served on http://{shown}:"
+    assert prefix in result.output, result.output
+    port = result.output.split(prefix, 1)[1].split("/", 1)[0]
+    assert int(port) > 0

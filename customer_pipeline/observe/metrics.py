@@ -49,6 +49,7 @@ OUTCOMES = ("complete", "incomplete", "failed", "interrupted")
 # The seed's band keys, as the report names them, and the label value each gets.
 BANDS = {"high_quality": "high", "medium_quality": "medium", "low_quality": "low"}
 LAST_SUCCESS = f"{NAMESPACE}_last_success_timestamp_seconds"
+LAST_RUN = f"{NAMESPACE}_last_run_timestamp_seconds"
 # Seconds: most answers take milliseconds; a slow or throttled API takes up to --timeout.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 

@@ -2,39 +2,35 @@
 
 Plain values in, OSError out: the run's glue (``monitoring``) turns settings into arguments
 and failures into messages. A run that never completed keeps the last success a Pushgateway
-or the textfile already holds: its push leaves that metric out (POST, which replaces only the
-metrics it names), its textfile carries the old value over.
+or the textfile already holds: its push reads the group's value back and sends it again with
+its own figures (a PUT, which replaces the whole group: a POST would leave an older run's
+labelled samples next to this run's), its textfile carries the old value over.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import math
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import quote_plus, unquote, urlsplit, urlunsplit
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import (
-    CollectorRegistry,
-    generate_latest,
-    make_wsgi_app,
-    push_to_gateway,
-    pushadd_to_gateway,
-)
-from prometheus_client.exposition import ThreadingWSGIServer, basic_auth_handler, default_handler
+import httpx
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from .metrics import LAST_SUCCESS, PipelineMetrics
+from .metrics import LAST_RUN, LAST_SUCCESS, PipelineMetrics
 
 JOB = "customer_pipeline"
-Handler = Callable[..., Callable[[], None]]
 SHUTDOWN_POLL_S = 0.05
 
 
@@ -59,6 +55,32 @@ def serving(registry: CollectorRegistry, host: str, port: int) -> Iterator[tuple
         server.shutdown()
         server.server_close()  # the port is free again when the run returns
         thread.join()
+
+
+def live(registry: CollectorRegistry) -> CollectorRegistry:
+    """What /metrics shows while a run lasts: ``registry`` without timestamps still unknown.
+
+    A 0 would read as "the last success was in 1970" and fire a no-recent-success alert on
+    every healthy run that is scraped live.
+    """
+    shown = CollectorRegistry(auto_describe=False)
+    shown.register(_Known(registry))
+    return shown
+
+
+class _Known(Collector):
+    """A registry's metrics, the run's timestamps left out while they are 0 (not yet known)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self.registry.collect():
+            if family.name in (LAST_SUCCESS, LAST_RUN) and not any(
+                sample.value for sample in family.samples
+            ):
+                continue
+            yield family
 
 
 class _Server6(ThreadingWSGIServer):
@@ -86,31 +108,56 @@ def split_credentials(url: str) -> tuple[str, str | None, str | None]:
     return plain, unquote(parts.username or ""), unquote(parts.password or "")
 
 
-def push(metrics: PipelineMetrics, url: str, *, instance: str, timeout: float) -> None:
+async def push(
+    metrics: PipelineMetrics, url: str, *, instance: str, client: httpx.AsyncClient
+) -> None:
     """Push the run's metrics to the Pushgateway at ``url`` under job and ``instance``.
 
-    A run that completed replaces the group (PUT); any other leaves out the last success
-    and replaces only what it sends (POST), so the success before it stays. Raises OSError.
+    Every run replaces its group (PUT), so no labelled sample of an older run outlives it; a
+    run that did not complete carries over the last success the group held, read back first.
+    ``client`` must not follow redirects. Raises OSError, ValueError or httpx.HTTPError.
     """
     gateway, user, password = split_credentials(url)
-    handler: Handler = default_handler
-    if user is not None:
+    gateway = gateway.rstrip("/")
+    auth = httpx.BasicAuth(user, password or "") if user is not None else httpx.USE_CLIENT_DEFAULT
+    edits: dict[str, float | None] = {}
+    if not metrics.success_seen:
+        answer = _checked(await client.get(f"{gateway}/metrics", auth=auth))
+        edits[LAST_SUCCESS] = _last_success_of(answer.text, instance)
+    group = f"{gateway}/metrics/job/{JOB}/{_grouping('instance', instance)}"
+    body = generate_latest(_Edited(metrics.registry, edits))
+    headers = {"Content-Type": CONTENT_TYPE_LATEST}
+    _checked(await client.put(group, content=body, headers=headers, auth=auth))
 
-        def handler(
-            url: str,
-            method: str,
-            timeout: float | None,
-            headers: list[tuple[str, str]],
-            data: bytes,
-        ) -> Callable[[], None]:
-            return basic_auth_handler(url, method, timeout, headers, data, user, password)
 
-    key = {"instance": instance}
-    if metrics.success_seen:
-        push_to_gateway(gateway, JOB, _Edited(metrics.registry), key, timeout, handler)
-    else:
-        collector = _Edited(metrics.registry, {LAST_SUCCESS: None})
-        pushadd_to_gateway(gateway, JOB, collector, key, timeout, handler)
+def _checked(answer: httpx.Response) -> httpx.Response:
+    """``answer`` if it is a 2xx; else OSError naming the status (a redirect is not followed)."""
+    if answer.is_success:
+        return answer
+    status = f"{answer.status_code} {answer.reason_phrase}".strip()
+    if answer.is_redirect:
+        raise OSError(f"the gateway answered {status}, a redirect, which a push never follows "
+                      "(the credentials go only where named): give its final address")  # fmt: skip
+    raise OSError(f"the gateway answered {status}")
+
+
+def _grouping(key: str, value: str) -> str:
+    """A grouping key's path part, as the Pushgateway reads it (base64 when it holds a /)."""
+    if not value or "/" in value:
+        return f"{key}@base64/{base64.urlsafe_b64encode(value.encode()).decode() or '='}"
+    return f"{key}/{quote_plus(value)}"
+
+
+def _last_success_of(text: str, instance: str) -> float | None:
+    """The last success the gateway's /metrics holds for our job and ``instance``, if any."""
+    for family in text_string_to_metric_families(text):
+        if family.name != LAST_SUCCESS:
+            continue
+        for sample in family.samples:
+            labels = sample.labels
+            if labels.get("job") == JOB and labels.get("instance") == instance:
+                return float(sample.value) if math.isfinite(sample.value) and sample.value else None
+    return None
 
 
 def write_textfile(metrics: PipelineMetrics, path: Path) -> None:
