@@ -590,6 +590,14 @@ def status_error(request: Request, status: int, headers: httpx.Headers) -> ApiEr
             url=url,
             status=status,
         )
+    if status == 304:
+        # Only an answer to a conditional request may be a 304, and there is no body to use.
+        return ApiError(
+            f"unexpected HTTP 304 Not Modified from {url}: the request was not conditional, "
+            "so there is no kept answer to serve (a caching proxy in between?); not retried",
+            url=url,
+            status=status,
+        )
     if 300 <= status < 400:
         target = clip(headers.get("location", "?"))
         return ApiError(
