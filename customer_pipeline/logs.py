@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote_from_bytes, quote_plus
 
 from .errors import ConfigError
@@ -54,11 +54,18 @@ def spellings(secret: str) -> set[str]:
     return escaped | encoded | {repr(form)[1:-1] for form in escaped}
 
 
+# The shortest secret looked for in text (masked in logs, refused in cached answers).
+MIN_SECRET_CHARS: Final = 8
+
+
 class Redactor:
     """Replaces every spelling of each secret with ***: the one redaction for log and terminal."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        forms = {form for secret in secrets if secret for form in spellings(secret)}
+        # A secret shorter than MIN_SECRET_CHARS ("1") is in every number: masking it would
+        # garble every count and say nothing, as such a key protects nothing.
+        forms = {form for secret in secrets if len(secret) >= MIN_SECRET_CHARS
+                 for form in spellings(secret)}  # fmt: skip
         # Longest first, so a form is never cut short by one of its own prefixes.
         alternatives = sorted(forms, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, alternatives))) if forms else None

@@ -118,3 +118,11 @@ async def test_a_short_key_is_not_taken_for_an_echo_and_an_echo_warns_once(
             await echoed.keep(f"{ORIGIN}/q{page}", httpx.Headers(), SECRET_KEY.encode())
     warned = [r for r in caplog.records if "not cached" in r.getMessage()]
     assert len(warned) == 1
+
+
+def test_a_very_short_key_does_not_garble_the_numbers_of_a_summary() -> None:
+    from customer_pipeline.logs import redact
+
+    summary = "API: 13 requests, 1 retries; 12 customers"
+    assert redact(summary, ["1"]) == summary
+    assert redact(f"key {SECRET_KEY[:8]}", [SECRET_KEY[:8]]) == "key ***"

@@ -32,7 +32,7 @@ import httpx
 import orjson
 
 from ..errors import ConfigError
-from ..logs import spellings
+from ..logs import MIN_SECRET_CHARS, spellings
 from ..settings import DatabaseUrl, Settings
 from ._redis import redis_client, redis_errors
 
@@ -42,9 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("customer_pipeline.cache")
 
 KEY_PREFIX: Final = "customer-pipeline:cache:v1:"
-# A shorter secret is not looked for in answers: "1" or "abc" turns up in every page by
-# chance, and refusing every page would leave the cache useless and say nothing true.
-MIN_ECHO_CHARS: Final = 8
 # Written in PRAGMA application_id of a cache file ("CPc1"), so another program's database
 # is told apart before anything in it is changed.
 APPLICATION_ID: Final = 0x43506331
@@ -202,8 +199,12 @@ class ResponseCache:
 
 
 def _echo_forms(secrets: Sequence[str]) -> set[bytes]:
-    """Every spelling of each secret long enough to look for; JSON may escape "/" as "\\/"."""
-    forms = {f for s in secrets if len(s) >= MIN_ECHO_CHARS for f in spellings(s)}
+    """Every spelling of each secret long enough to look for; JSON may escape "/" as "\\/".
+
+    A shorter one ("1") turns up in every page by chance: refusing them all would leave the
+    cache useless and the warning untrue.
+    """
+    forms = {f for s in secrets if len(s) >= MIN_SECRET_CHARS for f in spellings(s)}
     return {f.encode() for f in forms | {f.replace("/", "\\/") for f in forms}}
 
 
