@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Final, Protocol
 import httpx
 import orjson
 
+from .._secret import MIN_SECRET_CHARS, spellings
 from ..errors import ConfigError
-from ..logs import MIN_SECRET_CHARS, spellings
 from ..settings import DatabaseUrl, Settings
 from ._redis import redis_client, redis_errors
 
