@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
-from urllib.parse import unquote, unquote_plus
+from typing import Final
+from urllib.parse import quote_from_bytes, quote_plus, unquote, unquote_plus
 
 # A password given as a query parameter (libpq and asyncpg read ?password=...).
 _QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
@@ -94,3 +96,24 @@ class PushgatewayUrl(DatabaseUrl):
 
     def __repr__(self) -> str:
         return f"PushgatewayUrl({self.masked!r})"
+
+
+# The shortest secret looked for in text (masked in logs, refused in cached answers).
+MIN_SECRET_CHARS: Final = 8
+
+
+def spellings(secret: str) -> set[str]:
+    """How ``secret`` can appear in a message: as is, escaped by repr or JSON, percent-encoded."""
+    raw = secret.encode("utf-8", "surrogatepass")
+    escaped = {
+        secret,
+        repr(secret)[1:-1],
+        ascii(secret)[1:-1],
+        repr(raw)[2:-1],  # how h11 and aiohttp quote a header they refuse
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+    }
+    encoded = {quote_from_bytes(raw, safe=""), quote_from_bytes(raw), quote_plus(raw, safe="")}
+    encoded |= {re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), e) for e in encoded}
+    # An escaped message quoted once more (a repr of a list of errors) doubles backslashes.
+    return escaped | encoded | {repr(form)[1:-1] for form in escaped}

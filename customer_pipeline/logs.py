@@ -19,8 +19,10 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote_from_bytes, quote_plus
 
+# Re-exported: the checkpoint and older callers find them here.
+from ._secret import MIN_SECRET_CHARS as MIN_SECRET_CHARS
+from ._secret import spellings as spellings
 from .errors import ConfigError
 
 LOGGER_NAME = "customer_pipeline"
@@ -38,23 +40,6 @@ _run_id: ContextVar[str | None] = ContextVar("customer_pipeline_run_id", default
 def current_run_id() -> str | None:
     """The id of the run the calling code belongs to, or None outside a run."""
     return _run_id.get()
-
-
-def spellings(secret: str) -> set[str]:
-    """How ``secret`` can appear in a message: as is, escaped by repr or JSON, percent-encoded."""
-    raw = secret.encode("utf-8", "surrogatepass")
-    escaped = {
-        secret,
-        repr(secret)[1:-1],
-        ascii(secret)[1:-1],
-        repr(raw)[2:-1],  # how h11 and aiohttp quote a header they refuse
-        json.dumps(secret)[1:-1],
-        json.dumps(secret, ensure_ascii=False)[1:-1],
-    }
-    encoded = {quote_from_bytes(raw, safe=""), quote_from_bytes(raw), quote_plus(raw, safe="")}
-    encoded |= {re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), e) for e in encoded}
-    # An escaped message quoted once more (a repr of a list of errors) doubles backslashes.
-    return escaped | encoded | {repr(form)[1:-1] for form in escaped}
 
 
 # A secret's head this long is masked even when the rest is cut off: a message's excerpt of

@@ -218,7 +218,8 @@ async def test_a_resumed_run_reads_the_pages_it_lacks_from_the_cache(
 
 def test_an_unusable_cache_file_is_a_config_error_naming_the_fix(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"cannot use the cache file .*drop --cache"):
-        SqliteStore.open(tmp_path / "missing-folder" / "c.db")
+        (tmp_path / "a-file").touch()  # where the folder should be: it cannot be made
+        SqliteStore.open(tmp_path / "a-file" / "c.db")
     (tmp_path / "junk.db").write_bytes(b"this is not a database at all" * 100)
     with pytest.raises(ConfigError, match="not a database"):
         SqliteStore.open(tmp_path / "junk.db")

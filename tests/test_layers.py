@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "customer_pipeline"
 # What each layer may import from the rest of the package (besides itself).
 ALLOWED = {
     "observe": set(),
-    "http": {"_version", "errors", "observe", "settings"},
+    "http": {"_secret", "_version", "errors", "observe", "settings"},
     "sources": {"_limits", "_streams", "errors", "http", "observe", "settings"},
 }
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 import httpx
 import orjson
 
+from .._secret import MIN_SECRET_CHARS, spellings
 from ..errors import ConfigError
 from ..settings import DatabaseUrl, Settings
 from ._redis import redis_client, redis_errors
@@ -41,6 +42,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("customer_pipeline.cache")
 
 KEY_PREFIX: Final = "customer-pipeline:cache:v1:"
+# Written in PRAGMA application_id of a cache file ("CPc1"), so another program's database
+# is told apart before anything in it is changed.
+APPLICATION_ID: Final = 0x43506331
+SCHEMA: Final = [("key", "TEXT"), ("value", "BLOB"), ("expires", "REAL")]
 # Not kept: how this one answer travelled, what it set, and the server's quota at that time
 # (a cached answer must not pace a later run).
 DROPPED_HEADERS: Final = frozenset({
@@ -103,7 +108,8 @@ class ResponseCache:
         self.ttl_s = ttl_s
         self.refresh = refresh
         self._salt = f"{len(namespace)}:{namespace}\n".encode()
-        self._secrets = [s.encode() for s in secrets if s]
+        self._secrets = sorted(_echo_forms(secrets), key=len, reverse=True)
+        self._warned_echo = False
         self._clock = clock
         self.down = False
 
@@ -125,7 +131,7 @@ class ResponseCache:
             return None
         if value is None:
             return None
-        answer = _unpack(value, self._clock())
+        answer = _unpack(value, self._clock(), self.ttl_s)
         if answer is None:  # expired, or not ours: ask again, and the 200 replaces it
             return None
         return answer
@@ -139,15 +145,22 @@ class ResponseCache:
         kept = [(k, v) for k, v in headers.items() if k not in DROPPED_HEADERS]
         if fresh_s is None or (fresh_s <= 0 and not _has_validators(headers)):
             return  # no-store, or it could never be served nor revalidated
-        meta = orjson.dumps({"h": kept, "f": now + fresh_s, "e": now + self.ttl_s})
+        meta = orjson.dumps({"h": kept, "f": now + fresh_s, "e": now + self.ttl_s, "s": now})
         value = meta + b"\n" + body
         if any(secret in value for secret in self._secrets):
-            log.warning("%s: not cached: the answer contains the API key or a password", url)
+            if not self._warned_echo:  # the same server echoes it on every page: say it once
+                self._warned_echo = True
+                log.warning("%s: not cached: the answer contains the API key or a password "
+                            "(in some spelling); no answer that does is cached in this run",
+                            url)  # fmt: skip
             return
         await self._put(url, value)
 
     async def renew(self, url: str, answer: CachedAnswer, headers: httpx.Headers) -> None:
         """Keep ``answer`` again after a 304, with the headers the 304 updated."""
+        if _fresh_seconds(headers.get("cache-control"), self.ttl_s) is None:
+            await self.forget(url)  # no-store now: the old entry must not outlive the 304
+            return
         merged = httpx.Headers(answer.headers)
         for name, value in headers.items():
             if name not in DROPPED_HEADERS:
@@ -185,12 +198,25 @@ class ResponseCache:
                     "is asked from the API", self.where, what, reason)  # fmt: skip
 
 
-def _unpack(value: bytes, now: float) -> CachedAnswer | None:
+def _echo_forms(secrets: Sequence[str]) -> set[bytes]:
+    """Every spelling of each secret long enough to look for; JSON may escape "/" as "\\/".
+
+    A shorter one ("1") turns up in every page by chance: refusing them all would leave the
+    cache useless and the warning untrue.
+    """
+    forms = {f for s in secrets if len(s) >= MIN_SECRET_CHARS for f in spellings(s)}
+    return {f.encode() for f in forms | {f.replace("/", "\\/") for f in forms}}
+
+
+def _unpack(value: bytes, now: float, ttl_s: float) -> CachedAnswer | None:
+    """The answer in ``value``; its age is bounded by this run's ``ttl_s``, not the one it
+    was kept with (a rerun with a shorter --cache-ttl must not be served older answers)."""
     meta, newline, body = value.partition(b"\n")
     try:
         fields = orjson.loads(meta) if newline else {}
-        expires = float(fields["e"])
-        fresh_until = float(fields["f"])
+        stored = float(fields["s"])
+        expires = min(float(fields["e"]), stored + ttl_s)
+        fresh_until = min(float(fields["f"]), expires)
         headers = httpx.Headers([(str(k), str(v)) for k, v in fields["h"]])
     except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
         return None
@@ -246,6 +272,25 @@ def sqlite_path(url: DatabaseUrl) -> Path:
     return Path(url.get_secret_value().partition("://")[2][1:])
 
 
+def _check_ours(path: Path) -> None:
+    """Refuse (ConfigError) a SQLite file that is not a cache of ours, read-only."""
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        app_id = db.execute("PRAGMA application_id").fetchone()[0]
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE "
+                                               "type = 'table'")}  # fmt: skip
+        columns = [(r[1], r[2]) for r in db.execute("PRAGMA table_info(responses)")]
+    finally:
+        db.close()
+    # A cache made before the marker has only our table, exactly; it is marked on open.
+    if app_id == APPLICATION_ID or (app_id == 0 and tables == {"responses"} and columns == SCHEMA):
+        return
+    raise ConfigError(
+        f"{path} is not a customer-pipeline cache (another program's SQLite file?): it was "
+        "left as it is; point --cache at a new file, e.g. sqlite:///cache/responses.db"
+    )
+
+
 class SqliteStore:
     """Entries in one SQLite table, in a file only its owner can read (mode 0600).
 
@@ -263,8 +308,16 @@ class SqliteStore:
     def open(cls, path: Path, *, clock: Callable[[], float] = time.time) -> SqliteStore:
         """Open (or create, mode 0600) the cache file; ConfigError when it cannot be used."""
         try:
+            # Like output/: a folder of its own, which only its owner can read.
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             # Created 0600 before SQLite opens it; its -wal and -shm files take its mode.
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                empty = os.fstat(fd).st_size == 0
+            finally:
+                os.close(fd)
+            if not empty:
+                _check_ours(path)  # before its mode or a row of it is changed
             os.chmod(path, 0o600)
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             try:
@@ -273,6 +326,7 @@ class SqliteStore:
                 db.execute("PRAGMA synchronous = NORMAL")  # a cache may lose its last writes
                 db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, "
                            "value BLOB NOT NULL, expires REAL NOT NULL)")  # fmt: skip
+                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 db.execute("DELETE FROM responses WHERE expires <= ?", (clock(),))
             except BaseException:
                 db.close()
@@ -280,12 +334,13 @@ class SqliteStore:
         except (sqlite3.Error, OSError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise ConfigError(
-                f"cannot use the cache file {path} ({reason}): fix --cache (its folder must "
-                "exist and be writable), delete the file if it is not a cache, or drop --cache"
+                f"cannot use the cache file {path} ({reason}): point --cache at a new file "
+                "in a writable folder, or drop --cache"
             ) from None
         return cls(db, clock)
 
     async def get(self, key: str) -> bytes | None:
+        """The value kept under ``key``, or None."""
         row = self._db.execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
         return bytes(row[0]) if row is not None else None
 

@@ -214,6 +214,12 @@ class Fetcher:
         self._share_pause: Callable[[float], Awaitable[None]] | None = pause
         self.cache = cache
         self._paused_until = 0.0
+        # What the rate-limit headers ask for: this many seconds between two sends, and the
+        # time of the next free one; each request takes its own, so none go together.
+        self._gap = 0.0
+        self._next_send = 0.0
+        self._gap_until = 0.0
+        self._schedule = 0  # counts the answers that set the schedule anew
         self._in_flight = 0
         # The key goes only to the origin it is for, whatever URL a caller hands in.
         self._key_prefix = origin_of(key_origin)
@@ -325,9 +331,29 @@ class Fetcher:
                         "status": getattr(exc, "status", None)})  # fmt: skip
         return pause
 
-    async def _wait_if_paused(self) -> None:
+    async def _wait_if_paused(self) -> bool:
+        """Wait out a pause; whether there was one."""
+        waited = False
         while (delay := self._paused_until - self._clock()) > 0:
+            waited = True
             await self._sleep(delay)
+        return waited
+
+    async def _wait_for_paced_slot(self) -> None:
+        """Take the next send time the rate-limit headers leave, and wait for it."""
+        while self._gap > 0:
+            now = self._clock()
+            if now >= self._gap_until:  # the quota's window has reset
+                self._gap = 0.0
+                return
+            slot = max(now, self._next_send)
+            self._next_send = slot + self._gap
+            if slot <= now:
+                return
+            schedule = self._schedule
+            await self._sleep(slot - now)
+            if schedule == self._schedule:
+                return
 
     async def _attempt(self, request: Request, accept: Callable[[Response], T]) -> T:
         cached: CachedAnswer | None = None
@@ -350,9 +376,14 @@ class Fetcher:
             if self._limiter is not None:
                 started = time.monotonic()
                 await self._limiter.acquire()
+                # A 429 seen by another worker while this one queued voids its slot: after
+                # the pause it takes a fresh one, so the workers do not all send at its end.
+                while await self._wait_if_paused():
+                    await self._limiter.acquire()
                 emit(LimiterWaited(time.monotonic() - started))
-                # A 429 seen by another worker while this one queued still applies.
+            else:
                 await self._wait_if_paused()
+            await self._wait_for_paced_slot()
             self._in_flight += 1
             emit(RequestStarted(self._in_flight))
             started = time.perf_counter()
@@ -414,15 +445,26 @@ class Fetcher:
         return result
 
     def _pace(self, headers: httpx.Headers) -> None:
-        """Slow every worker down as the server's rate-limit headers ask, before any 429."""
+        """Space the sends as the server's rate-limit headers ask, before any 429.
+
+        A pause for every worker would end for all of them at once, a burst the quota has no
+        room for; a gap between sends spreads what remains over the time to the reset.
+        """
         wait = rate_limit_wait(headers, self.policy.concurrency, time.time())
         if wait is None or wait <= 0:
+            # Not "enough left again": answers come back out of order, and an older one
+            # must not undo the gap a newer one asked for. The gap ends at the reset.
             return
         wait = min(wait, self.policy.backoff_max)
-        until = self._clock() + wait
-        if until > self._paused_until:
-            self._paused_until = until
+        if wait != self._gap:
             log.debug("the API's rate-limit headers ask for %.2fs between requests", wait)
+        now = self._clock()
+        self._gap = wait
+        self._gap_until = max(self._gap_until, now + wait * (rate_limit_left(headers) + 1))
+        # The newest count replaces the schedule: slots handed out on an older one may be
+        # more than what is left, so their holders take new ones (and keep their order).
+        self._next_send = now + wait
+        self._schedule += 1
 
     def sends_key_to(self, url: str) -> bool:
         """Whether ``url`` is on the origin the API key is for (only there is it sent)."""
@@ -548,6 +590,14 @@ def status_error(request: Request, status: int, headers: httpx.Headers) -> ApiEr
             url=url,
             status=status,
         )
+    if status == 304:
+        # Only an answer to a conditional request may be a 304, and there is no body to use.
+        return ApiError(
+            f"unexpected HTTP 304 Not Modified from {url}: the request was not conditional, "
+            "so there is no kept answer to serve (a caching proxy in between?); not retried",
+            url=url,
+            status=status,
+        )
     if 300 <= status < 400:
         target = clip(headers.get("location", "?"))
         return ApiError(
@@ -587,6 +637,15 @@ def rate_limit_wait(headers: httpx.Headers, concurrency: int, now: float) -> flo
     if epoch_allowed and seconds > EPOCH_RESET_ABOVE:
         seconds = max(0.0, seconds - now)
     return seconds / (left + 1)
+
+
+def rate_limit_left(headers: httpx.Headers) -> int:
+    """The requests the rate-limit headers say are left (0 when they do not say)."""
+    remaining = headers.get("ratelimit-remaining", headers.get("x-ratelimit-remaining", ""))
+    try:
+        return max(0, int(remaining.strip()))
+    except ValueError:
+        return 0
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
