@@ -98,7 +98,7 @@ class PushgatewayUrl(DatabaseUrl):
         return f"PushgatewayUrl({self.masked!r})"
 
 
-# The shortest secret looked for in text (masked in logs, refused in cached answers).
+# The shortest secret the cache looks for in an answer it would keep (logs mask any length).
 MIN_SECRET_CHARS: Final = 8
 
 
