@@ -25,7 +25,7 @@ from customer_pipeline import (
 )
 from customer_pipeline.client import ApiStats
 from customer_pipeline.http import make_http_client, parse_retry_after
-from customer_pipeline.http.fetcher import BURST_SECONDS
+from customer_pipeline.http.pacing import BURST_SECONDS
 from customer_pipeline.sources import PageSummary
 
 from .conftest import BASE_URL, SECRET_KEY, fast_settings

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from customer_pipeline import run_pipeline
-from customer_pipeline.http.fetcher import rate_limit_wait
+from customer_pipeline.http.pacing import rate_limit_wait
 
 from .conftest import fast_settings
 

@@ -10,16 +10,8 @@ Imports only settings, errors and observe from the rest of the package.
 """
 
 from .extras import fetch_extras
-from .fetcher import (
-    Fetcher,
-    FetchPolicy,
-    GaveUp,
-    Request,
-    Response,
-    clip,
-    origin_of,
-    parse_retry_after,
-)
+from .failures import GaveUp, clip, parse_retry_after
+from .fetcher import Fetcher, FetchPolicy, Request, Response, origin_of
 from .transport import make_http_client, make_transport
 
 __all__ = [

@@ -1,39 +1,31 @@
 """The fetcher: policy over bytes. A request in; status, headers and body out.
 
 It holds what every request obeys, whatever it asks for: at most ``concurrency`` in flight and
-``rate_limit`` per second (both across retries), retries with exponential backoff and full
-jitter, the pause every worker takes after a 429 (Retry-After), the response size cap, a
-deadline on the whole attempt, and the map from HTTP statuses to errors. It knows no URL
-shapes and no envelopes: the caller's ``accept(response)`` reads the body, and may raise a
-RetryableError (InvalidBodyError for a truncated 200) to have the attempt made again.
-What happens is reported as events on a Bus (observe); sleep and clock are injectable, so
-tests never wait.
+``rate_limit`` per second, both across retries (pacing.py), retries with exponential backoff
+and full jitter, the pause every worker takes after a 429 (Retry-After), the response size cap
+(body.py), a deadline on the whole attempt and the status-to-error map (failures.py). It knows
+no URL shapes and no envelopes: the caller's ``accept(response)`` reads the body, and may raise
+a RetryableError (InvalidBodyError for a truncated 200) to have the attempt made again. Events
+go to a Bus (observe); sleep and clock are injectable, so tests never wait.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import functools
 import logging
 import time
-import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-import aiohttp
 import backoff
 import httpx
-from aiolimiter import AsyncLimiter
 
 from ..errors import (
     ApiError,
-    AuthError,
-    BadRequestError,
     InvalidBodyError,
-    PageNotFoundError,
     RateLimitedError,
     ResponseTooLargeError,
     RetryableError,
@@ -51,7 +43,20 @@ from ..observe import (
     Retrying,
 )
 from ..settings import Settings
-from .transport import DEFAULT_HEADERS, BodyDecoder, ConnectionRefused, HostNotFoundError
+from .body import read_body
+from .failures import (
+    DNS_RETRIES,
+    RETRYABLE,
+    TRANSPORT_ERRORS,
+    DeadlineExceeded,
+    GaveUp,
+    describe,
+    drop_frames,
+    failure_kind,
+    status_error,
+)
+from .pacing import Limiter, Pacer, make_limiter
+from .transport import DEFAULT_HEADERS, HostNotFoundError
 
 if TYPE_CHECKING:
     from .cache import CachedAnswer, ResponseCache
@@ -59,35 +64,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("customer_pipeline.client")
 
 T = TypeVar("T")
-BURST_SECONDS: Final = 0.02
-RETRY_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
-# Transient failures below the HTTP layer. aiohttp errors are mapped to httpx's by the
-# transport, but not all of them, so they are listed too.
-TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
-    httpx.TransportError,
-    aiohttp.ClientError,
-    TimeoutError,
-)
-RETRYABLE: tuple[type[Exception], ...] = (RetryableError, *TRANSPORT_ERRORS)
-# A name that does not resolve gets one more try (a resolver's blip), not the whole budget.
-DNS_RETRIES: Final = 1
-# The start of every "not a listing" message: _describe() cuts it (and the URL) off.
-NOT_A_LISTING: Final = "the response from "
-# An X-RateLimit-Reset above this is a Unix time, not a wait: 10^9 s is 31 years, and every
-# epoch second since 2001 is above it.
-EPOCH_RESET_ABOVE: Final = 1_000_000_000
-
-
-class Limiter(Protocol):
-    """The rate limit every request waits on: aiolimiter's, or one shared through Redis."""
-
-    async def acquire(self) -> None: ...
-
-
-class SharedLimiter(Limiter, Protocol):
-    """A limiter that also tells every process sharing it about a 429's pause."""
-
-    async def pause(self, seconds: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,44 +111,6 @@ class FetchPolicy:
         )
 
 
-class DeadlineExceeded(TimeoutError):
-    """An attempt took longer than ``timeout`` from connect to last byte; retried."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(
-            f"no complete response within {seconds:g}s (--timeout bounds the whole request, "
-            "connect to last byte)"
-        )
-
-
-class GaveUp(Exception):
-    """A request still failed after every retry; the caller turns it into its own error."""
-
-    def __init__(self, request: Request, attempts: int, error: BaseException) -> None:
-        self.request = request
-        self.attempts = attempts
-        self.cause = describe(error)
-        # What the user can do about it, when the failure says.
-        self.hint: str | None = None
-        if isinstance(error, HostNotFoundError):
-            self.hint = "check --base-url"
-        elif isinstance(error, ConnectionRefused):
-            self.hint = "is the API running at --base-url?"
-        super().__init__(f"{request.what} failed after {attempts} attempts: {self.cause}")
-
-
-def make_limiter(rate: float) -> AsyncLimiter | None:
-    """A leaky bucket for ``rate`` requests/s with a burst of 2% of a second (at least 1).
-
-    A burst of exactly 1 loses ~10% of the rate to timer wake-up latency at 100/s; 2% of a
-    second's worth keeps any one-second window within 2% of the limit.
-    """
-    if rate <= 0:
-        return None
-    burst = max(1.0, rate * BURST_SECONDS)
-    return AsyncLimiter(burst, burst / rate)
-
-
 def origin_of(url: str) -> str:
     """``scheme://host[:port]`` of an absolute URL, lower-cased as URLs compare."""
     parts = urlsplit(url)
@@ -214,12 +152,7 @@ class Fetcher:
         self._share_pause: Callable[[float], Awaitable[None]] | None = pause
         self.cache = cache
         self._paused_until = 0.0
-        # What the rate-limit headers ask for: this many seconds between two sends, and the
-        # time of the next free one; each request takes its own, so none go together.
-        self._gap = 0.0
-        self._next_send = 0.0
-        self._gap_until = 0.0
-        self._schedule = 0  # counts the answers that set the schedule anew
+        self._pacer = Pacer(policy.concurrency, policy.backoff_max, sleep=sleep, clock=clock)
         self._in_flight = 0
         # The key goes only to the origin it is for, whatever URL a caller hands in.
         self._key_prefix = origin_of(key_origin)
@@ -339,22 +272,6 @@ class Fetcher:
             await self._sleep(delay)
         return waited
 
-    async def _wait_for_paced_slot(self) -> None:
-        """Take the next send time the rate-limit headers leave, and wait for it."""
-        while self._gap > 0:
-            now = self._clock()
-            if now >= self._gap_until:  # the quota's window has reset
-                self._gap = 0.0
-                return
-            slot = max(now, self._next_send)
-            self._next_send = slot + self._gap
-            if slot <= now:
-                return
-            schedule = self._schedule
-            await self._sleep(slot - now)
-            if schedule == self._schedule:
-                return
-
     async def _attempt(self, request: Request, accept: Callable[[Response], T]) -> T:
         cached: CachedAnswer | None = None
         if self.cache is not None:
@@ -383,7 +300,7 @@ class Fetcher:
                 emit(LimiterWaited(time.monotonic() - started))
             else:
                 await self._wait_if_paused()
-            await self._wait_for_paced_slot()
+            await self._pacer.wait_for_slot()
             self._in_flight += 1
             emit(RequestStarted(self._in_flight))
             started = time.perf_counter()
@@ -401,7 +318,7 @@ class Fetcher:
             finally:
                 self._in_flight -= 1
         if "ratelimit-remaining" in headers or "x-ratelimit-remaining" in headers:
-            self._pace(headers)
+            self._pacer.pace(headers)
         if status == 304 and cached is not None:
             return await self._revalidated(request, accept, cached, headers, started)
         if status == 200:
@@ -444,28 +361,6 @@ class Fetcher:
         await self.cache.renew(request.url, cached, headers)
         return result
 
-    def _pace(self, headers: httpx.Headers) -> None:
-        """Space the sends as the server's rate-limit headers ask, before any 429.
-
-        A pause for every worker would end for all of them at once, a burst the quota has no
-        room for; a gap between sends spreads what remains over the time to the reset.
-        """
-        wait = rate_limit_wait(headers, self.policy.concurrency, time.time())
-        if wait is None or wait <= 0:
-            # Not "enough left again": answers come back out of order, and an older one
-            # must not undo the gap a newer one asked for. The gap ends at the reset.
-            return
-        wait = min(wait, self.policy.backoff_max)
-        if wait != self._gap:
-            log.debug("the API's rate-limit headers ask for %.2fs between requests", wait)
-        now = self._clock()
-        self._gap = wait
-        self._gap_until = max(self._gap_until, now + wait * (rate_limit_left(headers) + 1))
-        # The newest count replaces the schedule: slots handed out on an older one may be
-        # more than what is left, so their holders take new ones (and keep their order).
-        self._next_send = now + wait
-        self._schedule += 1
-
     def sends_key_to(self, url: str) -> bool:
         """Whether ``url`` is on the origin the API key is for (only there is it sent)."""
         n = len(self._key_prefix)
@@ -491,7 +386,8 @@ class Fetcher:
                 try:
                     status = response.status_code
                     if status == 200:
-                        body, wire = await self._read_body(request, response)
+                        limit = self.policy.max_response_bytes
+                        body, wire = await read_body(request, response, limit)
                     else:
                         body, wire = b"", 0
                 finally:
@@ -501,211 +397,3 @@ class Fetcher:
                 raise
             raise DeadlineExceeded(self._deadline) from None
         return status, response.headers, body, wire
-
-    async def _read_body(self, request: Request, response: httpx.Response) -> tuple[bytes, int]:
-        """The body, inflated as it streams and refused as soon as it passes the limit."""
-        limit = self.policy.max_response_bytes
-        declared = response.headers.get("content-length", "")
-        if declared.isascii() and declared.isdigit() and int(declared) > limit:
-            self._too_large(request, int(declared))
-        if response.is_stream_consumed:  # read before us (respx's httpx mocker): decoded
-            body = response.content
-            if len(body) > limit:
-                self._too_large(request, len(body))
-            return body, len(body)
-        try:
-            decoder = BodyDecoder.for_header(response.headers.get("content-encoding"))
-        except ValueError as exc:
-            raise ApiError(f"{request.what}: {exc} ({request.url})", url=request.url,
-                           status=200) from None  # fmt: skip
-        chunks: list[bytes] = []
-        size = wire = 0
-        try:
-            async for chunk in response.aiter_raw():
-                wire += len(chunk)
-                if decoder is not None:
-                    # Never more than the limit out of one piece: a bomb's 64 KB is 64 MB.
-                    chunk = decoder.decode(chunk, limit + 1 - size)
-                size += len(chunk)
-                if size > limit or wire > limit:
-                    # The error's traceback keeps this frame, so these bytes, alive a while.
-                    chunks.clear()
-                    chunk = b""
-                    self._too_large(request, size, decoder, wire)
-                chunks.append(chunk)
-            if decoder is not None and not decoder.complete:
-                raise zlib.error("the stream ends before its end marker")
-        except zlib.error as exc:
-            raise InvalidBodyError(
-                f"{NOT_A_LISTING}{request.url} is a corrupt "
-                f"{decoder.encoding if decoder else ''} stream ({exc})",
-                url=request.url,
-                status=200,
-            ) from None
-        return b"".join(chunks), wire
-
-    def _too_large(
-        self, request: Request, size: int, decoder: BodyDecoder | None = None, wire: int = 0
-    ) -> None:
-        limit = f"max_response_bytes={self.policy.max_response_bytes}"
-        if decoder is None:
-            what = f"response of {size} bytes or more exceeds {limit}"
-        else:
-            what = (
-                f"{decoder.encoding} response inflates to more than {limit} from {wire} bytes "
-                "on the wire (a compression bomb?)"
-            )
-        raise ResponseTooLargeError(
-            f"{request.what}: {what} ({request.url})", url=request.url, status=200
-        )
-
-
-def status_error(request: Request, status: int, headers: httpx.Headers) -> ApiError:
-    """The error for an answer other than 200: retryable or not, naming the fix."""
-    url = request.url
-    if status == 429:
-        retry_after = parse_retry_after(headers.get("retry-after"))
-        return RateLimitedError(
-            f"429 Too Many Requests from {url}", url=url, retry_after=retry_after
-        )
-    if status in RETRY_STATUSES:
-        return RetryableError(f"HTTP {status} from {url}", url=url, status=status)
-    if status in (401, 403):
-        return AuthError(
-            f"API key missing or invalid (HTTP {status} from {url}): "
-            "set CUSTOMER_PIPELINE_API_KEY or pass --api-key",
-            url=url,
-            status=status,
-        )
-    if status == 400:
-        return BadRequestError(
-            f"HTTP 400 Bad Request from {url}: check --per-page and --base-url",
-            url=url,
-            status=status,
-        )
-    if status == 404:
-        return PageNotFoundError(
-            f"HTTP 404 for listing {request.what} at {url}: "
-            "check --base-url and --resource point at a paginated listing",
-            url=url,
-            status=status,
-        )
-    if status == 304:
-        # Only an answer to a conditional request may be a 304, and there is no body to use.
-        return ApiError(
-            f"unexpected HTTP 304 Not Modified from {url}: the request was not conditional, "
-            "so there is no kept answer to serve (a caching proxy in between?); not retried",
-            url=url,
-            status=status,
-        )
-    if 300 <= status < 400:
-        target = clip(headers.get("location", "?"))
-        return ApiError(
-            f"HTTP {status} redirect from {url} to {target}: redirects are not followed "
-            "(the API key must not travel); set --base-url to the final address",
-            url=url,
-            status=status,
-        )
-    return ApiError(f"unexpected HTTP {status} from {url}", url=url, status=status)
-
-
-def rate_limit_wait(headers: httpx.Headers, concurrency: int, now: float) -> float | None:
-    """Seconds between requests that the server's rate-limit headers ask for, or None.
-
-    ``RateLimit-Remaining``/``RateLimit-Reset`` (IETF draft: the reset in delta seconds), else
-    ``X-RateLimit-Remaining``/``X-RateLimit-Reset``, whose reset is a Unix time when it is
-    above EPOCH_RESET_ABOVE (GitHub's style) and delta seconds otherwise; ``now`` is the Unix
-    time. While at least ``concurrency`` requests remain nothing needs to slow down; below
-    that the remaining ones are spread over the time to the reset (all of it at 0 left).
-    """
-    remaining = headers.get("ratelimit-remaining")
-    reset = headers.get("ratelimit-reset")
-    epoch_allowed = False
-    if remaining is None:
-        remaining = headers.get("x-ratelimit-remaining")
-        reset = headers.get("x-ratelimit-reset")
-        epoch_allowed = True
-    if remaining is None or reset is None:
-        return None
-    try:
-        left = int(remaining.strip())
-        seconds = float(reset.strip())
-    except ValueError:
-        return None
-    if left < 0 or not seconds >= 0 or seconds == float("inf") or left >= concurrency:
-        return None
-    if epoch_allowed and seconds > EPOCH_RESET_ABOVE:
-        seconds = max(0.0, seconds - now)
-    return seconds / (left + 1)
-
-
-def rate_limit_left(headers: httpx.Headers) -> int:
-    """The requests the rate-limit headers say are left (0 when they do not say)."""
-    remaining = headers.get("ratelimit-remaining", headers.get("x-ratelimit-remaining", ""))
-    try:
-        return max(0, int(remaining.strip()))
-    except ValueError:
-        return 0
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), or None."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
-
-
-def clip(text: str, limit: int = 200) -> str:
-    """``text`` cut to about ``limit`` characters, saying how much was left out."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}...({len(text) - limit} more characters)"
-
-
-def drop_frames(error: BaseException) -> None:
-    """Forget the tracebacks of ``error`` and its causes: their frames hold bodies."""
-    link: BaseException | None = error
-    while link is not None:
-        link.__traceback__ = None
-        link = link.__cause__ or link.__context__
-
-
-def describe(exc: BaseException | None) -> str:
-    """A short, key-free description of a failure; foreign text is cut to ~200 characters."""
-    if exc is None:
-        return "unknown error"
-    if isinstance(exc, InvalidBodyError):
-        # "the response from <url> is <what>": the url is in the message around this one.
-        return clip(str(exc).removeprefix(NOT_A_LISTING + exc.url + " is "))
-    if isinstance(exc, RateLimitedError):
-        after = f", Retry-After {exc.retry_after:g}s" if exc.retry_after is not None else ""
-        return f"HTTP 429{after}"
-    if isinstance(exc, ApiError):
-        return f"HTTP {exc.status}" if exc.status else clip(str(exc))
-    if isinstance(exc, HostNotFoundError | ConnectionRefused | DeadlineExceeded):
-        return str(exc)
-    text = clip(str(exc))
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def failure_kind(exc: BaseException | None) -> str:
-    """A short, fixed key for a retried failure, to count by: its status or its kind."""
-    if isinstance(exc, InvalidBodyError):
-        return "invalid_body"
-    if isinstance(exc, ApiError) and exc.status:
-        return str(exc.status)
-    if isinstance(exc, TimeoutError | httpx.TimeoutException):
-        return "timeout"
-    if isinstance(exc, TRANSPORT_ERRORS):
-        return "connection"
-    return "other"

@@ -24,7 +24,8 @@ from aiolimiter import AsyncLimiter
 
 from ..settings import Settings
 from ._redis import redis_client, redis_errors
-from .fetcher import BURST_SECONDS, make_limiter, origin_of
+from .fetcher import origin_of
+from .pacing import BURST_SECONDS, make_limiter
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

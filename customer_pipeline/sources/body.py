@@ -15,7 +15,7 @@ import orjson
 
 from ..errors import InvalidBodyError
 from ..http import clip
-from ..http.fetcher import NOT_A_LISTING
+from ..http.failures import NOT_A_LISTING
 from ..settings import CUSTOMER_FIELDS, Settings
 
 MISSING: Final = object()

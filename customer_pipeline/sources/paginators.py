@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, quote, urljoin, urlsplit
 
 from ..errors import InvalidBodyError
 from ..http import Request, clip, origin_of
-from ..http.fetcher import NOT_A_LISTING
+from ..http.failures import NOT_A_LISTING
 from ..settings import Settings
 from .body import MISSING, BodyReader, as_count, dig, split_path
 from .link import parse_link_header

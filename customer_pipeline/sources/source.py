@@ -33,7 +33,7 @@ from ..errors import (
     ResponseTooLargeError,
 )
 from ..http import Fetcher, FetchPolicy, GaveUp, Response, clip, fetch_extras, make_transport
-from ..http.fetcher import drop_frames
+from ..http.failures import drop_frames
 from ..observe import Bus, UnitFailed, UnitFetched, UnitsKnown
 from ..settings import Settings
 from .body import FieldMap, Records, field_map
