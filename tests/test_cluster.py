@@ -24,6 +24,7 @@ from customer_pipeline.cli import main
 from customer_pipeline.cluster import plan_shards
 from customer_pipeline.errors import CheckpointError, ConfigError, Interrupted
 
+from . import flaky_shard
 from .conftest import fast_settings
 from .dask_cluster import DaskCluster
 from .test_metrics import total, value
@@ -252,3 +253,31 @@ async def test_resuming_an_incomplete_cluster_run_fetches_the_failed_pages_again
     resumed = await run_pipeline(settings, mode="resume")
     assert resumed.exit_code == 0 and resumed.failed_pages == []
     assert [c["customer_id"] for c in customers(resumed)] == list(range(1, 301))
+
+
+async def test_a_shard_task_that_raises_once_is_rerun_and_the_output_stays_exact(
+    simulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dask
+
+    base, _ = await simulator(total=240, per_page=8, **DIRTY)
+    single = await one_process(base, tmp_path / "one")
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    monkeypatch.setenv(flaky_shard.FOLDER_ENV, str(flags))  # the spawned workers inherit it
+    settings = fast_settings(base_url=base, output_dir=tmp_path / "dask", dask="local:2",
+                             shards=3)  # fmt: skip
+    assert settings.dask_retries == 2
+    with dask.config.set({"distributed.worker.preload": [flaky_shard.__file__]}):
+        result = await run_pipeline(settings)
+    assert len(list(flags.iterdir())) == 3  # every shard raised once
+    assert_same_run(result, single)
+    assert result.report["run"]["resumed_pages"] > 0  # the reruns replayed their checkpoints
+
+
+def test_dask_retries_is_a_setting_from_0_to_100() -> None:
+    assert fast_settings(dask_retries=0).dask_retries == 0
+    with pytest.raises(ConfigError, match="dask_retries"):
+        fast_settings(dask_retries=101)
+    result = CliRunner().invoke(main, ["run", "--dask-retries", "-1"])
+    assert result.exit_code == 2 and "error: " in result.output and "dask" in result.output

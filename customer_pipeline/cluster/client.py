@@ -141,9 +141,11 @@ async def run_on_cluster(
                     "sharded)", settings.paginator)  # fmt: skip
         specs.append(ShardSpec(0, first.number, None, first.number, None, b"", token,
                                checkpoint.resumed, whole=True))  # fmt: skip
+    # A rerun of a task that raised resumes the shard's checkpoint (same token); a killed
+    # worker is counted by Dask's own allowed-failures instead.
     futures = [
         client.submit(run_shard, settings, spec, key=f"customer-pipeline-{token}-shard-{spec.name}",
-                      pure=False, retries=0)
+                      pure=False, retries=settings.dask_retries)
         for spec in specs
     ]  # fmt: skip
     walk = ClusterWalk(plan.known_total if not plan.ordered else None)
