@@ -27,6 +27,7 @@ from customer_pipeline.errors import CheckpointError, ConfigError, Interrupted
 from . import flaky_shard
 from .conftest import fast_settings
 from .dask_cluster import DaskCluster
+from .helpers import simulator_process
 from .test_metrics import total, value
 
 DIRTY = {"failure_rate": 0.2, "duplicate_rate": 0.1, "dirty_rate": 0.1}
@@ -281,3 +282,16 @@ def test_dask_retries_is_a_setting_from_0_to_100() -> None:
         fast_settings(dask_retries=101)
     result = CliRunner().invoke(main, ["run", "--dask-retries", "-1"])
     assert result.exit_code == 2 and "error: " in result.output and "dask" in result.output
+
+
+def test_the_dask_dashboard_link_is_shown_above_the_progress_bar(tmp_path: Path) -> None:
+    with simulator_process("--total", "24", "--per-page", "6", "--failure-rate", "0",
+                           "--rate-limit", "0", "--latency-ms", "0") as url:  # fmt: skip
+        result = CliRunner().invoke(main, [
+            "run", "--base-url", url, "--output-dir", str(tmp_path), "--dask", "local:1",
+            "--rate-limit", "0", "--progress",
+        ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    prefix = "dask dashboard: http://127.0.0.1:"
+    assert prefix in result.output, result.output
+    assert result.output.split(prefix, 1)[1].split("/", 1)[0].isdigit()
