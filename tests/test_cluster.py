@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -295,3 +299,71 @@ def test_the_dask_dashboard_link_is_shown_above_the_progress_bar(tmp_path: Path)
     prefix = "dask dashboard: http://127.0.0.1:"
     assert prefix in result.output, result.output
     assert result.output.split(prefix, 1)[1].split("/", 1)[0].isdigit()
+
+
+def cli_run(url: str, folder: Path, *extra: str) -> list[str]:
+    """The command line of a run against ``url`` writing to ``folder``."""
+    return [sys.executable, "-m", "customer_pipeline", "run", "--base-url", url, "--output-dir",
+            str(folder), "--rate-limit", "0", "--per-page", "10", "--concurrency", "1",
+            "--no-progress", *extra]  # fmt: skip
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a process started in its own session and everything it started (its workers)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the orphaned workers are reaped by init, not by us
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"processes of group {proc.pid} outlived SIGKILL")
+
+
+def export(folder: Path) -> Any:
+    """A run's export without its timestamp."""
+    document = orjson.loads((folder / "processed_customers.json").read_bytes())
+    del document["metadata"]["export_timestamp"]
+    return document
+
+
+def test_kill_9_of_the_client_mid_run_then_resume_gives_the_uninterrupted_export(
+    tmp_path: Path,
+) -> None:
+    dask_run = ("--dask", "local:2", "--shards", "6")
+    with simulator_process("--total", "600", "--per-page", "10", "--failure-rate", "0",
+                           "--duplicate-rate", "0.1", "--dirty-rate", "0.1", "--rate-limit", "0",
+                           "--latency-ms", "30") as url:  # fmt: skip
+        single = subprocess.run(cli_run(url, tmp_path / "one"), capture_output=True, timeout=120)
+        assert single.returncode == 0, single.stderr
+        out = tmp_path / "dask"
+        shards = out / ".shards"
+        client = subprocess.Popen(cli_run(url, out, *dask_run), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            # One thread per worker: a third shard folder means a first shard has finished.
+            while not (shards.is_dir() and len(list(shards.iterdir())) >= 3):
+                assert client.poll() is None, "the run ended before it was killed"
+                assert time.monotonic() < deadline, "no shard finished in time"
+                time.sleep(0.02)
+            os.kill(client.pid, signal.SIGKILL)  # the client alone, as an OOM kill would
+            assert client.wait(timeout=10) == -signal.SIGKILL
+        finally:
+            kill_group(client)  # its LocalCluster's processes, left orphaned
+        assert not (out / "processed_customers.json").exists()
+        resumed = subprocess.Popen(cli_run(url, out, *dask_run, "--resume"),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   start_new_session=True)  # fmt: skip
+        try:
+            _, stderr = resumed.communicate(timeout=120)
+        finally:
+            kill_group(resumed)
+    assert resumed.returncode == 0, stderr
+    assert export(out) == export(tmp_path / "one")
+    report = orjson.loads((out / "summary_report.json").read_bytes())
+    assert report["run"]["resumed_pages"] > 0  # the finished shards were replayed, not refetched
+    assert not shards.exists()
