@@ -300,6 +300,12 @@ def _repeated(
     "are one task).  [default: twice the workers]",
 )
 @click.option(
+    "--dask-retries",
+    type=int,
+    help="Times Dask reruns a shard task that raised, 0 to 100; it resumes the shard's "
+    "checkpoint when the workers share the output folder.  [default: 2]",
+)
+@click.option(
     "--insecure",
     is_flag=True,
     help="Do not verify TLS certificates (a test server you trust only; loudly warned).",

@@ -234,6 +234,10 @@ class Settings:
         None, "Dask tasks a random-access walk is split into (default: twice the workers)",
         check=check_shards,
     )  # fmt: skip
+    dask_retries: int = _setting(
+        2, "times Dask reruns a shard task that raised (a dead worker is Dask's "
+        "allowed-failures)", ge=0, le=100,
+    )  # fmt: skip
 
     model_fields: ClassVar[Mapping[str, dataclasses.Field[Any]]]
 

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +28,10 @@ from customer_pipeline.cli import main
 from customer_pipeline.cluster import plan_shards
 from customer_pipeline.errors import CheckpointError, ConfigError, Interrupted
 
+from . import flaky_shard
 from .conftest import fast_settings
 from .dask_cluster import DaskCluster
+from .helpers import simulator_process
 from .test_metrics import total, value
 
 DIRTY = {"failure_rate": 0.2, "duplicate_rate": 0.1, "dirty_rate": 0.1}
@@ -252,3 +258,112 @@ async def test_resuming_an_incomplete_cluster_run_fetches_the_failed_pages_again
     resumed = await run_pipeline(settings, mode="resume")
     assert resumed.exit_code == 0 and resumed.failed_pages == []
     assert [c["customer_id"] for c in customers(resumed)] == list(range(1, 301))
+
+
+async def test_a_shard_task_that_raises_once_is_rerun_and_the_output_stays_exact(
+    simulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dask
+
+    base, _ = await simulator(total=240, per_page=8, **DIRTY)
+    single = await one_process(base, tmp_path / "one")
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    monkeypatch.setenv(flaky_shard.FOLDER_ENV, str(flags))  # the spawned workers inherit it
+    settings = fast_settings(base_url=base, output_dir=tmp_path / "dask", dask="local:2",
+                             shards=3)  # fmt: skip
+    assert settings.dask_retries == 2
+    with dask.config.set({"distributed.worker.preload": [flaky_shard.__file__]}):
+        result = await run_pipeline(settings)
+    assert len(list(flags.iterdir())) == 3  # every shard raised once
+    assert_same_run(result, single)
+    assert result.report["run"]["resumed_pages"] > 0  # the reruns replayed their checkpoints
+
+
+def test_dask_retries_is_a_setting_from_0_to_100() -> None:
+    assert fast_settings(dask_retries=0).dask_retries == 0
+    with pytest.raises(ConfigError, match="dask_retries"):
+        fast_settings(dask_retries=101)
+    result = CliRunner().invoke(main, ["run", "--dask-retries", "-1"])
+    assert result.exit_code == 2 and "error: " in result.output and "dask" in result.output
+
+
+def test_the_dask_dashboard_link_is_shown_above_the_progress_bar(tmp_path: Path) -> None:
+    with simulator_process("--total", "24", "--per-page", "6", "--failure-rate", "0",
+                           "--rate-limit", "0", "--latency-ms", "0") as url:  # fmt: skip
+        result = CliRunner().invoke(main, [
+            "run", "--base-url", url, "--output-dir", str(tmp_path), "--dask", "local:1",
+            "--rate-limit", "0", "--progress",
+        ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    prefix = "dask dashboard: http://127.0.0.1:"
+    assert prefix in result.output, result.output
+    assert result.output.split(prefix, 1)[1].split("/", 1)[0].isdigit()
+
+
+def cli_run(url: str, folder: Path, *extra: str) -> list[str]:
+    """The command line of a run against ``url`` writing to ``folder``."""
+    return [sys.executable, "-m", "customer_pipeline", "run", "--base-url", url, "--output-dir",
+            str(folder), "--rate-limit", "0", "--per-page", "10", "--concurrency", "1",
+            "--no-progress", *extra]  # fmt: skip
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a process started in its own session and everything it started (its workers)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the orphaned workers are reaped by init, not by us
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"processes of group {proc.pid} outlived SIGKILL")
+
+
+def export(folder: Path) -> Any:
+    """A run's export without its timestamp."""
+    document = orjson.loads((folder / "processed_customers.json").read_bytes())
+    del document["metadata"]["export_timestamp"]
+    return document
+
+
+def test_kill_9_of_the_client_mid_run_then_resume_gives_the_uninterrupted_export(
+    tmp_path: Path,
+) -> None:
+    dask_run = ("--dask", "local:2", "--shards", "6")
+    with simulator_process("--total", "600", "--per-page", "10", "--failure-rate", "0",
+                           "--duplicate-rate", "0.1", "--dirty-rate", "0.1", "--rate-limit", "0",
+                           "--latency-ms", "30") as url:  # fmt: skip
+        single = subprocess.run(cli_run(url, tmp_path / "one"), capture_output=True, timeout=120)
+        assert single.returncode == 0, single.stderr
+        out = tmp_path / "dask"
+        shards = out / ".shards"
+        client = subprocess.Popen(cli_run(url, out, *dask_run), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            # One thread per worker: a third shard folder means a first shard has finished.
+            while not (shards.is_dir() and len(list(shards.iterdir())) >= 3):
+                assert client.poll() is None, "the run ended before it was killed"
+                assert time.monotonic() < deadline, "no shard finished in time"
+                time.sleep(0.02)
+            os.kill(client.pid, signal.SIGKILL)  # the client alone, as an OOM kill would
+            assert client.wait(timeout=10) == -signal.SIGKILL
+        finally:
+            kill_group(client)  # its LocalCluster's processes, left orphaned
+        assert not (out / "processed_customers.json").exists()
+        resumed = subprocess.Popen(cli_run(url, out, *dask_run, "--resume"),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   start_new_session=True)  # fmt: skip
+        try:
+            _, stderr = resumed.communicate(timeout=120)
+        finally:
+            kill_group(resumed)
+    assert resumed.returncode == 0, stderr
+    assert export(out) == export(tmp_path / "one")
+    report = orjson.loads((out / "summary_report.json").read_bytes())
+    assert report["run"]["resumed_pages"] > 0  # the finished shards were replayed, not refetched
+    assert not shards.exists()

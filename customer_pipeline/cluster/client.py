@@ -26,6 +26,7 @@ import httpx
 from ..checkpoint import SHARDS_DIR, Checkpoint
 from ..dedup import SortedSpool
 from ..errors import ConfigError, Interrupted, PipelineError
+from ..logs import SHOWN
 from ..observe import Bus, StageTimed
 from ..settings import Settings
 from ..sources import StopSignal, Unit, open_source
@@ -115,8 +116,12 @@ async def run_on_cluster(
     client = await _connect(settings.dask or "", stack)
     started = time.perf_counter()  # the fetch stage's wall time, without the cluster's start
     workers = len(client.scheduler_info().get("workers", {}))
-    log.info("dask: %d workers at %s; dashboard: %s", workers, client.scheduler.address,
-             client.dashboard_link)  # fmt: skip
+    log.info("dask: %d workers at %s", workers, client.scheduler.address)
+    # Above the progress bar, as the metrics port is: the one place to watch the workers.
+    if link := _dashboard_link(client):
+        log.info("dask dashboard: %s while the run lasts", link, extra={SHOWN: True})
+    else:
+        log.info("dask: the scheduler serves no dashboard (started with --no-dashboard?)")
     async with open_source(settings, bus, http=http) as source:
         first = await source.fetch(Unit(source.paginator.first))
         sharded = source.paginator.random_access(first)
@@ -141,9 +146,11 @@ async def run_on_cluster(
                     "sharded)", settings.paginator)  # fmt: skip
         specs.append(ShardSpec(0, first.number, None, first.number, None, b"", token,
                                checkpoint.resumed, whole=True))  # fmt: skip
+    # A rerun of a task that raised resumes the shard's checkpoint (same token); a killed
+    # worker is counted by Dask's own allowed-failures instead.
     futures = [
         client.submit(run_shard, settings, spec, key=f"customer-pipeline-{token}-shard-{spec.name}",
-                      pure=False, retries=0)
+                      pure=False, retries=settings.dask_retries)
         for spec in specs
     ]  # fmt: skip
     walk = ClusterWalk(plan.known_total if not plan.ordered else None)
@@ -174,6 +181,15 @@ async def run_on_cluster(
         walk.reasons += _whole_walk_reasons(source, first.total_records, counters.raw_records,
                                             short, last, walk)  # fmt: skip
     return walk
+
+
+def _dashboard_link(client: Client) -> str | None:
+    """The scheduler's dashboard URL; None when it serves none."""
+    try:
+        link: str | None = client.dashboard_link
+    except KeyError:  # a scheduler without the dashboard service (dask scheduler --no-dashboard)
+        return None
+    return link
 
 
 def _whole_walk_reasons(
