@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from ._limits import MIN_RATE_LIMIT
 from ._secret import DatabaseUrl, PushgatewayUrl, Secret
@@ -16,23 +16,34 @@ from ._secret import DatabaseUrl, PushgatewayUrl, Secret
 CUSTOMER_FIELDS = ("id", "email", "first_name", "last_name", "avatar")
 
 
-def check_base_url(value: str) -> str:
-    value = value.strip()
-    if any(c.isspace() or unicodedata.category(c) == "Cc" for c in value):
+def _printable(text: str) -> None:
+    if any(c.isspace() or unicodedata.category(c) == "Cc" for c in text):
         raise ValueError("contains a space or a control character")
-    if "?" in value or "#" in value:
-        # The client appends the listing's own query; a second "?" would corrupt it.
-        raise ValueError("must not carry a query (?...) or a fragment (#...)")
+
+
+def _http_url(text: str, example: str = "") -> SplitResult:
+    """``text`` split as an http(s) URL with a host, or ValueError saying what is wrong."""
+    _printable(text)
     try:
-        parts = urlsplit(value)
-        port = parts.port
+        parts = urlsplit(text)
+        _ = parts.port
     except ValueError:
         raise ValueError("has a malformed host or port (a number from 1 to 65535)") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an http:// or https:// URL with a host")
+        raise ValueError(f"must be an http:// or https:// URL with a host{example}")
+    return parts
+
+
+def check_base_url(value: str) -> str:
+    value = value.strip()
+    _printable(value)
+    if "?" in value or "#" in value:
+        # The client appends the listing's own query; a second "?" would corrupt it.
+        raise ValueError("must not carry a query (?...) or a fragment (#...)")
+    parts = _http_url(value)
     if parts.username or parts.password:
         raise ValueError("must not carry credentials; use api_key")
-    if port == 0:
+    if parts.port == 0:
         raise ValueError("has port 0; give a port from 1 to 65535 or none")
     return value.rstrip("/")
 
@@ -227,16 +238,7 @@ def check_pushgateway(value: PushgatewayUrl | None) -> PushgatewayUrl | None:
     if value is None:
         return None
     # The messages never show the URL: it may carry a password.
-    text = value.get_secret_value()
-    if any(c.isspace() or unicodedata.category(c) == "Cc" for c in text):
-        raise ValueError("contains a space or a control character")
-    try:
-        parts = urlsplit(text)
-        _ = parts.port
-    except ValueError:
-        raise ValueError("has a malformed host or port (a number from 1 to 65535)") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an http:// or https:// URL with a host, e.g. http://host:9091")
+    parts = _http_url(value.get_secret_value(), ", e.g. http://host:9091")
     if parts.query or parts.fragment:
         raise ValueError("must not carry a query (?...) or a fragment (#...)")
     return value
