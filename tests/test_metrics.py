@@ -8,9 +8,8 @@ import contextlib
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from customer_pipeline import AuthError, ConfigError, Interrupted, Progress, run
 from customer_pipeline.cli import main
 
 from .conftest import BASE_URL, fast_settings
-from .helpers import pages_api
+from .helpers import http_server, pages_api
 from .jsonserver import free_port
 
 P = "customer_pipeline_"
@@ -276,15 +275,8 @@ class _Recorder(BaseHTTPRequestHandler):
 def recording_gateway() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     pushes: list[dict[str, Any]] = []
     handler = type("Handler", (_Recorder,), {"pushes": pushes})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}", pushes
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with http_server(handler) as port:
+        yield f"127.0.0.1:{port}", pushes
 
 
 async def test_push_uses_basic_auth_and_put_and_leaves_out_an_unknown_last_success(

@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from customer_pipeline import run_pipeline
 from customer_pipeline.checkpoint import CHECKPOINT_FILE
 
 from .conftest import fast_settings
-from .helpers import pages_api
+from .helpers import http_server, pages_api
 
 P = "customer_pipeline_"
 # How long the slow gateway dribbles before it gives up: a push that waits for it fails.
@@ -77,15 +77,8 @@ def gateway(
     requests: list[dict[str, Any]] = []
     attributes = {"requests": requests, "held": held, "redirect_to": redirect_to,
                   "checkpoint": checkpoint, "echo_auth": echo_auth}  # fmt: skip
-    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Gateway,), attributes))
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", requests
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with http_server(type("Handler", (_Gateway,), attributes), poll_s=0.01) as port:
+        yield f"http://127.0.0.1:{port}", requests
 
 
 @contextlib.contextmanager

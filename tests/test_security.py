@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-import threading
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from customer_pipeline.http import make_http_client
 from customer_pipeline.settings import Secret
 
 from .conftest import SECRET_KEY, fast_settings
+from .helpers import http_server
 
 
 async def serve(handler: Any, stack: AsyncExitStack) -> int:
@@ -133,15 +133,8 @@ def redirecting_server(location: str) -> Iterator[str]:
         def log_message(self, *args: Any) -> None:
             return None
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with http_server(Redirect) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.mark.parametrize("progress", ["--no-progress", "--progress"])
